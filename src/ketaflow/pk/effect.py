@@ -14,10 +14,10 @@ notes, and a plain statement of what is assumed. Numbers tagged [D] are derived 
 labelled *assumption* have no published source and must be read as such.
 
 >>> m = DISSOCIATION
->>> round(float(m.effect(242.4, enantiomer="racemic")), 3)  # racemic Ce at the S C50
+>>> round(float(m.effect(242.5, enantiomer="racemic")), 3)  # racemic Ce at the S C50
 0.5
 >>> round(float(m.inverse(0.5, enantiomer="racemic")), 1)
-242.4
+242.5
 """
 
 from __future__ import annotations
