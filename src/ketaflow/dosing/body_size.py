@@ -78,12 +78,11 @@ def validate_weight_kg(weight_kg: float, *, field: str = "weight_kg") -> float:
     w = _finite(field, weight_kg)
     lo, hi = WEIGHT_RANGE_KG
     if not lo <= w <= hi:
-        hint = ""
+        fix = "enter the measured weight in kg"
         if w > hi and lo <= w / 1000.0 <= hi:
-            hint = f"; was it entered in grams ({w / 1000.0:g} kg)?"
+            fix = f"if it was entered in grams, enter {w / 1000.0:g} kg"
         raise InputError(
-            f"{field}: {w:g} kg is outside the plausible adult range {lo:g}-{hi:g} kg{hint}; "
-            "enter the measured weight in kg",
+            f"{field}: {w:g} kg is outside the plausible adult range {lo:g}-{hi:g} kg; {fix}",
             field=field,
         )
     return w
@@ -94,14 +93,13 @@ def validate_height_cm(height_cm: float, *, field: str = "height_cm") -> float:
     h = _finite(field, height_cm)
     lo, hi = HEIGHT_RANGE_CM
     if not lo <= h <= hi:
-        hint = ""
+        fix = "enter the height in cm"
         if lo <= h * 100.0 <= hi:
-            hint = f"; was it entered in metres ({h * 100.0:g} cm)?"
+            fix = f"if it was entered in metres, enter {h * 100.0:g} cm"
         elif lo <= h * CM_PER_IN <= hi:
-            hint = f"; was it entered in inches ({h * CM_PER_IN:.1f} cm)?"
+            fix = f"if it was entered in inches, enter {h * CM_PER_IN:.1f} cm"
         raise InputError(
-            f"{field}: {h:g} cm is outside the plausible adult range {lo:g}-{hi:g} cm{hint}; "
-            "enter the height in cm",
+            f"{field}: {h:g} cm is outside the plausible adult range {lo:g}-{hi:g} cm; {fix}",
             field=field,
         )
     return h
@@ -245,7 +243,8 @@ class DosingWeightRule:
             validate_weight_kg(self.cap_kg, field="cap_kg")
         elif self.cap_kg is not None:
             raise InputError(
-                f"cap_kg: only the 'actual_capped' policy takes a ceiling, not {self.policy.value!r}",
+                "cap_kg: only the 'actual_capped' policy takes a ceiling, not "
+                f"{self.policy.value!r}",
                 field="cap_kg",
             )
         f = _finite("adjustment_factor", self.adjustment_factor)
@@ -255,8 +254,10 @@ class DosingWeightRule:
             )
 
     @classmethod
-    def parse(cls, policy: str | DosingWeightPolicy, cap_kg: float | None = None) -> DosingWeightRule:
-        """Build a rule from a policy name (``actual``, ``ideal``, ``adjusted``, ``actual_capped``)."""
+    def parse(
+        cls, policy: str | DosingWeightPolicy, cap_kg: float | None = None
+    ) -> DosingWeightRule:
+        """A rule from a policy name: ``actual``, ``ideal``, ``adjusted`` or ``actual_capped``."""
         if isinstance(policy, DosingWeightPolicy):
             return cls(policy, cap_kg)
         key = policy.strip().lower().replace("-", "_") if isinstance(policy, str) else ""
@@ -346,7 +347,9 @@ def dosing_weight(
             "(policy: actual_capped)."
         )
         return DosingWeight(w, rule, w, ibw, bmi, text)
-    assert ibw is not None and bmi is not None and height_cm is not None
+    assert ibw is not None
+    assert bmi is not None
+    assert height_cm is not None
     where = f"{s}, {height_cm:g} cm"
     if w <= ibw:
         text = (

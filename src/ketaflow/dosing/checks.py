@@ -521,17 +521,24 @@ def run_checks(
     text_finding = check_dose_text_units(order.dose_text)
     if text_finding is not None:
         findings.append(text_finding)
-    usual = {
-        "usual_dose_mg_per_kg": care_area.usual_dose_mg_per_kg,
-        "usual_rate_mg_per_kg_per_h": care_area.usual_rate_mg_per_kg_per_h,
-    }
-    as_total = check_mg_as_mg_per_kg(order, **usual)
-    as_per_kg = check_mg_per_kg_as_mg(order, **usual)
+    usual_dose = care_area.usual_dose_mg_per_kg
+    usual_rate = care_area.usual_rate_mg_per_kg_per_h
+    as_total = check_mg_as_mg_per_kg(
+        order, usual_dose_mg_per_kg=usual_dose, usual_rate_mg_per_kg_per_h=usual_rate
+    )
+    as_per_kg = check_mg_per_kg_as_mg(
+        order, usual_dose_mg_per_kg=usual_dose, usual_rate_mg_per_kg_per_h=usual_rate
+    )
     for f in (as_total, as_per_kg):
         if f is not None:
             findings.append(f)
     if as_total is None and as_per_kg is None:
-        slip = check_decimal_slip(order, where=care_area.label, **usual)
+        slip = check_decimal_slip(
+            order,
+            usual_dose_mg_per_kg=usual_dose,
+            usual_rate_mg_per_kg_per_h=usual_rate,
+            where=care_area.label,
+        )
         if slip is not None:
             findings.append(slip)
     findings.extend(

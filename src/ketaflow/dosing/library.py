@@ -175,7 +175,9 @@ class CareArea:
 
     def allows_concentration(self, mg_per_ml: float) -> bool:
         """True if ``mg_per_ml`` is one of the area's standard concentrations."""
-        return any(math.isclose(mg_per_ml, c, rel_tol=_REL_EPS) for c in self.concentrations_mg_per_ml)
+        return any(
+            math.isclose(mg_per_ml, c, rel_tol=_REL_EPS) for c in self.concentrations_mg_per_ml
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +415,9 @@ class Override:
                 field="override.reason",
             )
         if not isinstance(self.by_user, str) or not self.by_user.strip():
-            raise InputError("override.by_user: name the user who overrides", field="override.by_user")
+            raise InputError(
+                "override.by_user: name the user who overrides", field="override.by_user"
+            )
         if not isinstance(self.role, str) or not self.role.strip():
             raise InputError("override.role: give the user's role", field="override.role")
 
@@ -584,7 +588,8 @@ def evaluate_order(
             values.append(("bolus_mg_per_kg", order.dose_mg_per_kg))
         values.append(("total_mg", order.dose_mg))
     else:
-        assert order.rate_mg_per_h is not None and order.rate_mg_per_kg_per_h is not None
+        assert order.rate_mg_per_h is not None
+        assert order.rate_mg_per_kg_per_h is not None
         values.extend(
             [
                 ("dose_mg_per_kg", order.dose_mg_per_kg),

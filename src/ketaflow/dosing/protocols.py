@@ -209,7 +209,9 @@ class Protocol:
             text += f" from {self.instruction.start_min:g} min"
         return text
 
-    def decide_next_dose(self, outcome: SessionOutcome, current_mg_per_kg: float) -> TitrationDecision:
+    def decide_next_dose(
+        self, outcome: SessionOutcome, current_mg_per_kg: float
+    ) -> TitrationDecision:
         """Apply the protocol's between-session rules (see :mod:`ketaflow.dosing.titration`)."""
         return decide_next_dose(
             outcome, current_mg_per_kg, rules=self.between_sessions, bounds=self.titration
@@ -306,8 +308,12 @@ def _rules(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
 
 
 def _check_against_library(
-    name: str, instruction: DoseInstruction, per_kg_doses: Sequence[float], care_area: str,
-    library: DrugLibrary, where: str,
+    name: str,
+    instruction: DoseInstruction,
+    per_kg_doses: Sequence[float],
+    care_area: str,
+    library: DrugLibrary,
+    where: str,
 ) -> None:
     area = library.care_area(care_area)
     for dose in per_kg_doses:
@@ -477,10 +483,10 @@ def parse_protocol(
         )
         if not instruction.per_kg:
             raise ProtocolError(f"{tw}: titration needs a per-kg dose text (mg/kg or mg/kg/h)")
-        if not (
-            bounds.floor_mg_per_kg <= bounds.start_mg_per_kg <= bounds.ceiling_mg_per_kg
-        ):
-            raise ProtocolError(f"{tw}: need floor_mg_per_kg <= start_mg_per_kg <= ceiling_mg_per_kg")
+        if not (bounds.floor_mg_per_kg <= bounds.start_mg_per_kg <= bounds.ceiling_mg_per_kg):
+            raise ProtocolError(
+                f"{tw}: need floor_mg_per_kg <= start_mg_per_kg <= ceiling_mg_per_kg"
+            )
         if not math.isclose(bounds.start_mg_per_kg, instruction.total(), rel_tol=1e-9):
             raise ProtocolError(
                 f"{tw}: start_mg_per_kg {bounds.start_mg_per_kg:g} differs from the [dose] text "
@@ -568,7 +574,9 @@ def load_protocol(name: str) -> Protocol:
     key = name.strip().lower() if isinstance(name, str) else ""
     if key not in files:
         known = ", ".join(sorted(files))
-        raise ProtocolError(f"protocol: unknown protocol {name!r}; choose one of {known}", field="protocol")
+        raise ProtocolError(
+            f"protocol: unknown protocol {name!r}; choose one of {known}", field="protocol"
+        )
     data = tomllib.loads(files[key].read_text(encoding="utf-8"))
     return parse_protocol(data, name=key, where=files[key].name)
 

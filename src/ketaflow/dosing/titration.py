@@ -213,8 +213,12 @@ def decide_next_dose_mg_per_kg(
     if bounds is None:
         return BatchTitration(current.copy(), np.zeros(n, dtype=np.int64), rule_index)
     # A raise never lowers (a dose already above the ceiling is kept) and a lowering never raises.
-    raised = np.maximum(current, np.minimum(current + bounds.step_mg_per_kg, bounds.ceiling_mg_per_kg))
-    lowered = np.minimum(current, np.maximum(current - bounds.step_mg_per_kg, bounds.floor_mg_per_kg))
+    raised = np.maximum(
+        current, np.minimum(current + bounds.step_mg_per_kg, bounds.ceiling_mg_per_kg)
+    )
+    lowered = np.minimum(
+        current, np.maximum(current - bounds.step_mg_per_kg, bounds.floor_mg_per_kg)
+    )
     nxt = np.select([code > 0, code < 0], [raised, lowered], current)
     nxt = np.round(nxt, _DOSE_DECIMALS)
     effective = np.sign(np.round(nxt - np.round(current, _DOSE_DECIMALS), _DOSE_DECIMALS))
@@ -383,7 +387,9 @@ class HeartRateEvent:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.hr_bpm, int | float) and 20 <= self.hr_bpm <= 300):
-            raise InputError(f"hr_bpm: expected 20 to 300 /min, got {self.hr_bpm!r}", field="hr_bpm")
+            raise InputError(
+                f"hr_bpm: expected 20 to 300 /min, got {self.hr_bpm!r}", field="hr_bpm"
+            )
         if not (isinstance(self.sustained_min, int | float) and self.sustained_min >= 0):
             raise InputError("sustained_min: expected >= 0 min", field="sustained_min")
 
@@ -547,7 +553,9 @@ def parse_between_rule(raw: Any, where: str) -> BetweenSessionRule:
         action = TitrationAction(action_text)
     except ValueError:
         allowed = ", ".join(a.value for a in TitrationAction)
-        raise ProtocolError(f"{where}: action must be one of {allowed}, got {action_text!r}") from None
+        raise ProtocolError(
+            f"{where}: action must be one of {allowed}, got {action_text!r}"
+        ) from None
     when = _when(raw.get("when"), BETWEEN_CONDITIONS, where)
     return BetweenSessionRule(
         rule_id, action, when, _text(raw, "rationale", where), _text(raw, "source", where)
@@ -565,13 +573,17 @@ def parse_in_session_rule(raw: Any, where: str) -> InSessionRule:
         kind = EventKind(event_text)
     except ValueError:
         allowed = ", ".join(e.value for e in EventKind)
-        raise ProtocolError(f"{where}: event must be one of {allowed}, got {event_text!r}") from None
+        raise ProtocolError(
+            f"{where}: event must be one of {allowed}, got {event_text!r}"
+        ) from None
     action_text = _text(raw, "action", where)
     try:
         action = InSessionAction(action_text)
     except ValueError:
         allowed = ", ".join(a.value for a in InSessionAction)
-        raise ProtocolError(f"{where}: action must be one of {allowed}, got {action_text!r}") from None
+        raise ProtocolError(
+            f"{where}: action must be one of {allowed}, got {action_text!r}"
+        ) from None
     when = {
         k: float(v) for k, v in _when(raw.get("when"), IN_SESSION_CONDITIONS[kind], where).items()
     }
