@@ -505,10 +505,7 @@ def _limit_check(area: CareArea, name: str, value: float) -> LimitCheck | None:
             "documented reason"
         )
     else:
-        message = (
-            f"{shown} is {bound} for the {area.label}: hard limits cannot be overridden; "
-            "change the order"
-        )
+        message = f"{shown} is {bound} for the {area.label} (hard limit, not overridable)"
     return LimitCheck(name, value, lim.unit, status, message, lim.describe())
 
 
@@ -631,7 +628,8 @@ def check_order(
     if hard:
         raise HardLimitError(
             f"order refused by the drug library {result.library_version} "
-            f"({result.care_area}): {_listing(hard)}",
+            f"({result.care_area}): {_listing(hard)}. Hard limits cannot be overridden: "
+            "change the order",
             field=hard[0].name,
         )
     soft = result.soft_breaches
