@@ -34,8 +34,7 @@ def _numbers_without_source(table: dict[str, Any], path: str) -> list[str]:
     """Paths of tables that hold numbers but no 'source' key."""
     missing = []
     has_number = any(
-        isinstance(v, int | float)
-        and not isinstance(v, bool)
+        (isinstance(v, int | float) and not isinstance(v, bool))
         or (isinstance(v, list) and v and isinstance(v[0], int | float))
         for k, v in table.items()
         if k != "schema"

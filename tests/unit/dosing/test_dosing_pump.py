@@ -11,8 +11,8 @@ from ketaflow.dosing.pump import (
     DoubleCheckRecord,
     DoubleCheckStatus,
     PumpProgram,
-    plan_dilution,
     double_check,
+    plan_dilution,
     program_pump,
     round_to_step,
 )
