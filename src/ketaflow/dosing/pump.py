@@ -43,17 +43,22 @@ if TYPE_CHECKING:
 #: VTBI entry step, mL. Volumetric and syringe pumps take the VTBI in 0.1 mL steps like the rate;
 #: the delivered dose is computed from the rounded VTBI, so a coarser pump shows its error.
 VTBI_RESOLUTION_ML: Final = 0.1
+#: Fractions of a pump step below this are float noise, not a value (1e-9 of 0.1 mL/h).
+_STEP_NOISE: Final = Decimal("1e-9")
 
 
 def round_to_step(value: float, step: float) -> float:
     """``value`` rounded to the nearest multiple of ``step`` (halves away from zero).
 
     Decimal arithmetic on the shortest repr of both numbers, so 52.25 at step 0.1 gives 52.3
-    rather than the 52.2 that binary floating point would give.
+    rather than the 52.2 that binary floating point would give. The number of steps is first
+    rounded to 1e-9 so that float noise from upstream arithmetic (0.35 x 70 = 24.499999999999996)
+    does not decide which way a half goes.
     """
     if not (math.isfinite(value) and math.isfinite(step)) or step <= 0:
         raise InputError(f"cannot round {value!r} to a step of {step!r}", field="resolution")
-    q = (Decimal(repr(value)) / Decimal(repr(step))).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    steps = (Decimal(repr(value)) / Decimal(repr(step))).quantize(_STEP_NOISE)
+    q = steps.quantize(Decimal(1), rounding=ROUND_HALF_UP)
     return float(q * Decimal(repr(step)))
 
 

@@ -70,7 +70,15 @@ def test_pump_resolution_is_configurable(resolution: float, expected: float) -> 
 
 @pytest.mark.parametrize(
     ("value", "step", "expected"),
-    [(52.25, 0.1, 52.3), (52.24, 0.1, 52.2), (0.05, 0.1, 0.1), (7.5, 5.0, 10.0), (3.3, 1.0, 3.0)],
+    [
+        (52.25, 0.1, 52.3),
+        (52.24, 0.1, 52.2),
+        (0.05, 0.1, 0.1),
+        (7.5, 5.0, 10.0),
+        (3.3, 1.0, 3.0),
+        # 0.35 x 70 / 2 in floating point; the half is real, the 1e-15 is noise.
+        (12.249999999999998, 0.1, 12.3),
+    ],
 )
 def test_round_to_step(value: float, step: float, expected: float) -> None:
     assert round_to_step(value, step) == expected
