@@ -167,6 +167,13 @@ def check_dose_text_units(text: str) -> Finding | None:
 # --- dose magnitude ----------------------------------------------------------------------------
 
 
+def _usual_amount(
+    order: DoseOrder, usual_dose: float | None, usual_bolus: float | None
+) -> float | None:
+    """The usual per-kg amount to compare with: the bolus size for a bolus, else the dose."""
+    return usual_bolus if order.kind == "bolus" else usual_dose
+
+
 def _power_of_ten_slip(value: float, usual: float, factor: float) -> int:
     """k != 0 when ``value`` is within ``factor`` of ``usual`` x 10^k (k in -2..2), else 0."""
     if value <= 0 or usual <= 0:
@@ -184,16 +191,22 @@ def check_decimal_slip(
     usual_dose_mg_per_kg: float | None,
     usual_rate_mg_per_kg_per_h: float | None,
     where: str,
+    usual_bolus_mg_per_kg: float | None = None,
     factor: float = DECIMAL_SLIP_FACTOR,
 ) -> Finding | None:
     """A session dose (or infusion rate) 10 or 100 times larger or smaller than the usual one.
 
     The session dose per kg of dosing weight is checked first; if it is usual, the rate is
     checked (a slip in the duration, "over 4 min" for 40, shows only in the rate). Boluses are
-    compared by amount only.
+    compared with ``usual_bolus_mg_per_kg`` (not checked when None).
     """
     candidates: list[tuple[str, float, float | None, str]] = [
-        ("session dose", order.dose_mg_per_kg, usual_dose_mg_per_kg, "mg/kg")
+        (
+            "bolus" if order.kind == "bolus" else "session dose",
+            order.dose_mg_per_kg,
+            _usual_amount(order, usual_dose_mg_per_kg, usual_bolus_mg_per_kg),
+            "mg/kg",
+        )
     ]
     if order.kind == "infusion" and order.rate_mg_per_kg_per_h is not None:
         candidates.append(
@@ -224,6 +237,7 @@ def check_mg_as_mg_per_kg(
     *,
     usual_dose_mg_per_kg: float | None,
     usual_rate_mg_per_kg_per_h: float | None,
+    usual_bolus_mg_per_kg: float | None = None,
     factor: float = DECIMAL_SLIP_FACTOR,
 ) -> Finding | None:
     """A total in mg (or mg/h) typed with a per-kg unit: "35 mg/kg" meaning 35 mg for 70 kg.
@@ -234,8 +248,9 @@ def check_mg_as_mg_per_kg(
     if not order.written_per_kg:
         return None
     w = order.dosing_weight_kg
+    usual_amount = _usual_amount(order, usual_dose_mg_per_kg, usual_bolus_mg_per_kg)
     checks: list[tuple[float, float | None, str, str]] = [
-        (order.dose_mg_per_kg, usual_dose_mg_per_kg, "mg/kg", "mg")
+        (order.dose_mg_per_kg, usual_amount, "mg/kg", "mg")
     ]
     if order.kind == "infusion" and order.rate_mg_per_kg_per_h is not None:
         checks.append((order.rate_mg_per_kg_per_h, usual_rate_mg_per_kg_per_h, "mg/kg/h", "mg/h"))
@@ -261,14 +276,16 @@ def check_mg_per_kg_as_mg(
     *,
     usual_dose_mg_per_kg: float | None,
     usual_rate_mg_per_kg_per_h: float | None,
+    usual_bolus_mg_per_kg: float | None = None,
     factor: float = DECIMAL_SLIP_FACTOR,
 ) -> Finding | None:
     """A per-kg dose typed as a total: "0.5 mg over 40 min" meaning 0.5 mg/kg."""
     if order.written_per_kg:
         return None
     w = order.dosing_weight_kg
+    usual_amount = _usual_amount(order, usual_dose_mg_per_kg, usual_bolus_mg_per_kg)
     checks: list[tuple[float, float | None, str, str]] = [
-        (order.dose_mg, usual_dose_mg_per_kg, "mg", "mg/kg")
+        (order.dose_mg, usual_amount, "mg", "mg/kg")
     ]
     if order.kind == "infusion" and order.rate_mg_per_h is not None:
         checks.append((order.rate_mg_per_h, usual_rate_mg_per_kg_per_h, "mg/h", "mg/kg/h"))
@@ -523,11 +540,18 @@ def run_checks(
         findings.append(text_finding)
     usual_dose = care_area.usual_dose_mg_per_kg
     usual_rate = care_area.usual_rate_mg_per_kg_per_h
+    usual_bolus = care_area.usual_bolus_mg_per_kg
     as_total = check_mg_as_mg_per_kg(
-        order, usual_dose_mg_per_kg=usual_dose, usual_rate_mg_per_kg_per_h=usual_rate
+        order,
+        usual_dose_mg_per_kg=usual_dose,
+        usual_rate_mg_per_kg_per_h=usual_rate,
+        usual_bolus_mg_per_kg=usual_bolus,
     )
     as_per_kg = check_mg_per_kg_as_mg(
-        order, usual_dose_mg_per_kg=usual_dose, usual_rate_mg_per_kg_per_h=usual_rate
+        order,
+        usual_dose_mg_per_kg=usual_dose,
+        usual_rate_mg_per_kg_per_h=usual_rate,
+        usual_bolus_mg_per_kg=usual_bolus,
     )
     for f in (as_total, as_per_kg):
         if f is not None:
@@ -537,6 +561,7 @@ def run_checks(
             order,
             usual_dose_mg_per_kg=usual_dose,
             usual_rate_mg_per_kg_per_h=usual_rate,
+            usual_bolus_mg_per_kg=usual_bolus,
             where=care_area.label,
         )
         if slip is not None:

@@ -91,7 +91,13 @@ _PREPARATION_KEYS: Final = {
 }
 _AREA_KEYS: Final = {"label", "advisory", "advisory_source", "concentrations", "usual", "limits"}
 _CONC_KEYS: Final = {"allowed_mg_per_ml", "default_vial_mg_per_ml", "source", "rationale"}
-_USUAL_KEYS: Final = {"dose_mg_per_kg", "rate_mg_per_kg_per_h", "source", "rationale"}
+_USUAL_KEYS: Final = {
+    "dose_mg_per_kg",
+    "rate_mg_per_kg_per_h",
+    "bolus_mg_per_kg",
+    "source",
+    "rationale",
+}
 #: Relative slack when comparing a value with a limit, so that 1.0 mg/kg over 40 min
 #: (1.5000000000000002 mg/kg/h in floating point) meets a 1.5 mg/kg/h limit.
 _REL_EPS: Final = 1e-9
@@ -166,6 +172,7 @@ class CareArea:
     usual_dose_mg_per_kg: float | None
     usual_rate_mg_per_kg_per_h: float | None
     limits: Mapping[str, Limit]
+    usual_bolus_mg_per_kg: float | None = None
     advisory: str = ""
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -305,6 +312,7 @@ def _parse_area(
         _text(usual_raw, "source", f"{where}.usual")
     usual_dose = usual_raw.get("dose_mg_per_kg")
     usual_rate = usual_raw.get("rate_mg_per_kg_per_h")
+    usual_bolus = usual_raw.get("bolus_mg_per_kg")
     limits_raw = _table(_require(table, "limits", where), f"{where}.limits")
     _check_keys(limits_raw, set(LIMIT_UNITS), f"{where}.limits")
     limits = {k: _parse_limit(k, v, f"{where}.limits.{k}") for k, v in limits_raw.items()}
@@ -324,6 +332,9 @@ def _parse_area(
         if usual_rate is None
         else _pos(usual_rate, f"{where}.usual.rate_mg_per_kg_per_h"),
         limits=MappingProxyType(limits),
+        usual_bolus_mg_per_kg=None
+        if usual_bolus is None
+        else _pos(usual_bolus, f"{where}.usual.bolus_mg_per_kg"),
         advisory=str(table.get("advisory", "")),
         sources=MappingProxyType(sources),
     )

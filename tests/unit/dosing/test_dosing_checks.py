@@ -105,6 +105,22 @@ ERROR_TABLE = [
         fragments=("10 times the usual 1.4 mg/kg",),
     ),
     Case(
+        "decimal slip in a pain bolus: 1.5 mg/kg for 0.15",
+        text="bolus 1.5 mg/kg",
+        area="pain_suite",
+        expect=FindingCode.DECIMAL_SLIP,
+        severity=Severity.BLOCK,
+        fragments=("bolus 1.5 mg/kg is 10 times the usual 0.15 mg/kg",),
+    ),
+    Case(
+        "mg entered as mg/kg in a pain bolus: 10.5 mg/kg",
+        text="bolus 10.5 mg/kg",
+        area="pain_suite",
+        expect=FindingCode.MG_AS_MG_PER_KG,
+        severity=Severity.BLOCK,
+        fragments=("10.5 mg/kg looks like a total in mg",),
+    ),
+    Case(
         "mg entered as mg/kg: 35 mg/kg for 35 mg",
         text="35 mg/kg over 40 min",
         expect=FindingCode.MG_AS_MG_PER_KG,
@@ -254,6 +270,8 @@ CLEAN = [
     Case("slow variant over 100 min", text="0.5 mg/kg over 100 min"),
     Case("dose written in mg", text="35 mg over 40 min"),
     Case("CRPS regimen", text="0.35 mg/kg/h for 4 h", area="pain_suite"),
+    Case("pain bolus 0.2 mg/kg", text="bolus 0.2 mg/kg", area="pain_suite"),
+    Case("pain bolus in mg", text="bolus 10 mg", area="pain_suite"),
     Case("pain at 2 mg/mL", text="0.35 mg/kg/h for 4 h", area="pain_suite", concentration=2.0),
     Case(
         "heavy patient with consistent history",
