@@ -225,8 +225,9 @@ def check_decimal_slip(
             FindingCode.DECIMAL_SLIP,
             Severity.BLOCK if k > 0 else Severity.WARNING,
             f"{label} {value:.3g} {unit} is {times} {direction} usual {usual:g} {unit} in "
-            f"{where}: check the decimal point (did you mean {meant:.3g} {unit}?)"
-            + (" or the duration" if label == "infusion rate" else ""),
+            f"the {where}: check the decimal point"
+            + (" or the duration" if label == "infusion rate" else "")
+            + f" (did you mean {meant:.3g} {unit}?)",
             "dose",
         )
     return None
@@ -426,7 +427,7 @@ def check_concentration(
     allowed_mg_per_ml: Sequence[float],
     refused_mg_per_ml: Sequence[float] = (),
     prepared_mg_per_ml: float | None = None,
-    where: str = "this care area",
+    where: str = "care area",
 ) -> tuple[Finding, ...]:
     """The concentration chosen on the pump against the care area's list and the syringe.
 
@@ -450,7 +451,7 @@ def check_concentration(
             Finding(
                 FindingCode.CONCENTRATION_NOT_ALLOWED,
                 Severity.BLOCK,
-                f"{selected_mg_per_ml:g} mg/mL is not a standard concentration in {where} "
+                f"{selected_mg_per_ml:g} mg/mL is not a standard concentration in the {where} "
                 f"(allowed: {allowed}): select the concentration that was prepared.",
                 "concentration_mg_per_ml",
             )

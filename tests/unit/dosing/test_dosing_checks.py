@@ -185,7 +185,7 @@ ERROR_TABLE = [
         concentration=2.0,
         expect=FindingCode.CONCENTRATION_NOT_ALLOWED,
         severity=Severity.BLOCK,
-        fragments=("2 mg/mL is not a standard concentration in depression infusion suite",),
+        fragments=("2 mg/mL is not a standard concentration in the depression infusion suite",),
     ),
     Case(
         "undiluted vial selected",
