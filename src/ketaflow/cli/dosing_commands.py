@@ -31,6 +31,7 @@ from ketaflow.dosing.orders import DoseOrder, create_order
 from ketaflow.dosing.protocols import Protocol, list_protocols, load_protocol
 from ketaflow.dosing.pump import PumpProgram, program_pump
 from ketaflow.errors import HardLimitError, InputError
+from ketaflow.pk.effect import DBP_RISE, DISSOCIATION, HR_RISE, SBP_RISE, EmaxModel
 from ketaflow.pk.library import default_model
 from ketaflow.pk.solve import simulate
 
@@ -50,6 +51,10 @@ class Prediction:
     peak_cp_time_min: float
     peak_ce_ng_per_ml: float | None
     peak_ce_time_min: float | None
+    peak_dissociation_fraction: float | None = None
+    peak_sbp_rise_mmhg: float | None = None
+    peak_dbp_rise_mmhg: float | None = None
+    peak_hr_rise_per_min: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for JSON)."""
@@ -59,6 +64,10 @@ class Prediction:
             "peak_cp_time_min": self.peak_cp_time_min,
             "peak_ce_ng_per_ml": self.peak_ce_ng_per_ml,
             "peak_ce_time_min": self.peak_ce_time_min,
+            "peak_dissociation_fraction": self.peak_dissociation_fraction,
+            "peak_sbp_rise_mmhg": self.peak_sbp_rise_mmhg,
+            "peak_dbp_rise_mmhg": self.peak_dbp_rise_mmhg,
+            "peak_hr_rise_per_min": self.peak_hr_rise_per_min,
         }
 
 
@@ -78,13 +87,28 @@ def _predict(order: DoseOrder, *, age_y: float, height_cm: float) -> tuple[Predi
     cp = pred.cp_ng_per_ml[0]
     i_cp = int(np.argmax(cp))
     ce_all = pred.ce_ng_per_ml
-    peak_ce = peak_ce_t = None
-    if ce_all is not None:
-        ce = ce_all[0]
-        i_ce = int(np.argmax(ce))
-        peak_ce, peak_ce_t = float(ce[i_ce]), float(times[i_ce])
+    if ce_all is None:
+        return Prediction(model.name, float(cp[i_cp]), float(times[i_cp]), None, None), messages
+    ce = ce_all[0]
+    i_ce = int(np.argmax(ce))
+    # Emax effects are monotone in Ce, so each peaks with Ce.
+    peak = float(ce[i_ce])
+
+    def at_peak(m: EmaxModel) -> float:
+        return float(m.effect(peak, enantiomer=model.enantiomer))
+
     return (
-        Prediction(model.name, float(cp[i_cp]), float(times[i_cp]), peak_ce, peak_ce_t),
+        Prediction(
+            model.name,
+            float(cp[i_cp]),
+            float(times[i_cp]),
+            peak,
+            float(times[i_ce]),
+            at_peak(DISSOCIATION),
+            at_peak(SBP_RISE),
+            at_peak(DBP_RISE),
+            at_peak(HR_RISE),
+        ),
         messages,
     )
 
@@ -192,6 +216,14 @@ def _table(
             f"  peak Ce        {prediction.peak_ce_ng_per_ml:.0f} ng/mL at "
             f"{_fmt(prediction.peak_ce_time_min, 'g')} min"
         )
+    if prediction.peak_dissociation_fraction is not None:
+        lines += [
+            f"  dissociation   {prediction.peak_dissociation_fraction:.2f} of maximal effect "
+            "at peak (Olofsen 2022 C50; Hill coefficient assumed)",
+            f"  BP/HR rise     SBP +{prediction.peak_sbp_rise_mmhg:.0f} / DBP "
+            f"+{prediction.peak_dbp_rise_mmhg:.0f} mmHg, HR +{prediction.peak_hr_rise_per_min:.0f}"
+            "/min at peak (typical patient; calibrated to Vankawala 2021 means)",
+        ]
     warns = [f"[{f.severity.value}] {f.message}" for f in findings] + notes
     lines.append("Warnings" if warns else "Warnings: none")
     lines += [f"  - {w}" for w in warns]

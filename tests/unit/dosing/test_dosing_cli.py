@@ -172,3 +172,13 @@ def test_protocols_command(capsys: pytest.CaptureFixture[str]) -> None:
         "depression-titration",
         "pain-crps",
     ]
+
+
+def test_plan_reports_predicted_effects(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _plan(capsys, "--protocol", "depression-standard", "--format", "json")
+    assert rc == 0
+    pred = json.loads(out)["prediction"]
+    # Typical patient at the standard dose: about half-maximal dissociation, and the SBP rise
+    # the haemodynamic Emax was calibrated to (Vankawala 2021 mean +12.6 mmHg).
+    assert 0.3 < pred["peak_dissociation_fraction"] < 0.6
+    assert pred["peak_sbp_rise_mmhg"] == pytest.approx(12.6, abs=1.0)
