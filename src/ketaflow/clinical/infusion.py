@@ -602,7 +602,8 @@ class InfusionRecord:
                 break
             nxt = entries[i + 1] if i + 1 < len(entries) else None
             if nxt is None:
-                out.extend(self._tail(t0, end_min, mg_per_h_to_mg_per_min(e.rate_mg_per_h), out))
+                for seg in self._tail(t0, end_min, mg_per_h_to_mg_per_min(e.rate_mg_per_h), out):
+                    _add(out, seg)
                 break
             t1 = min(self.minutes_since_start(nxt.at), end_min)
             if t1 <= t0:
@@ -614,7 +615,7 @@ class InfusionRecord:
                 # Before reconciliation an uncertain period assumes the last rate continued.
                 rate = mg_per_h_to_mg_per_min(e.rate_mg_per_h)
             if rate > 0:
-                out.append(Segment(t0, t1, rate))
+                _add(out, Segment(t0, t1, rate))
         return tuple(out)
 
     def _tail(
@@ -836,6 +837,17 @@ class InfusionRecord:
         )
         alt = self._forecast(now, covariates, model, proposed, horizon_min, step_min, False)
         return WhatIfPreview(current=current, proposed=alt)
+
+
+def _add(segments: list[Segment], seg: Segment) -> None:
+    """Append ``seg``, merging it into the previous piece when it continues at the same rate
+    (a bolus or a reconciliation entry splits the record but not the rate)."""
+    if segments:
+        last = segments[-1]
+        if last.end_min == seg.start_min and last.rate_mg_per_min == seg.rate_mg_per_min:
+            segments[-1] = Segment(last.start_min, seg.end_min, seg.rate_mg_per_min)
+            return
+    segments.append(seg)
 
 
 def _check_grid(horizon_min: float, step_min: float) -> None:
