@@ -20,10 +20,13 @@ from ketaflow.clinical.alarms import (
     AlarmEventKind,
     AlarmRules,
     AlarmState,
+    MonitoringSchedule,
     Phase,
     Priority,
+    ScaleDue,
     SuggestedAction,
     load_alarm_rules,
+    with_monitoring_schedule,
 )
 from ketaflow.clinical.checkins import CheckIn
 from ketaflow.clinical.clock import Clock, ManualClock, SystemClock
@@ -158,6 +161,7 @@ __all__ = [
     "InteractionFlag",
     "ManualClock",
     "Medication",
+    "MonitoringSchedule",
     "OrderVerification",
     "OutcomePoint",
     "Patient",
@@ -169,6 +173,7 @@ __all__ = [
     "Role",
     "ScaleAssessment",
     "ScaleDefinition",
+    "ScaleDue",
     "ScaleOutcome",
     "ScaleScore",
     "ScaleText",
@@ -221,4 +226,5 @@ __all__ = [
     "track_outcomes",
     "verify_transition_table",
     "vital_spec",
+    "with_monitoring_schedule",
 ]

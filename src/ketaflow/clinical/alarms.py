@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from functools import cache
@@ -53,6 +53,7 @@ from ketaflow.clinical.clock import Clock
 from ketaflow.clinical.scales import ScaleScore, scale_definitions
 from ketaflow.clinical.vitals import VitalKind, VitalReading, VitalSet, VitalSource
 from ketaflow.errors import InputError, NotFoundError, ProtocolError, StateError
+from ketaflow.units import S_PER_MIN
 
 
 class Phase(Enum):
@@ -204,6 +205,11 @@ class ScaleOverdueRule:
     due_after_start_s: float
     window_before_s: float
     grace_s: float
+
+    @property
+    def key(self) -> str:
+        """Alarm key: one reminder per scale group and due time (several may share a code)."""
+        return f"{self.spec.code}:{'/'.join(self.scales)}@{self.due_after_start_s:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +448,79 @@ def parse_alarm_rules(data: Mapping[str, Any], where: str) -> AlarmRules:
     if dupes:
         raise ProtocolError(f"{where}: duplicate rule codes {dupes}")
     return AlarmRules(get_str(data, "version", where), pri, rules)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDue:
+    """A scale due at a time after the infusion start (any of ``scales`` satisfies it)."""
+
+    scales: tuple[str, ...]
+    due_after_start_min: float
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringSchedule:
+    """A protocol's monitoring schedule: vital-sign intervals per phase and scales due.
+
+    The default rules encode BP every 10 min during and every 15 min after the infusion and a
+    CADSS at 40 min; a protocol with another schedule passes its own to
+    :func:`with_monitoring_schedule`.
+    """
+
+    vitals_every_min: Mapping[Phase, float]
+    scales_due: tuple[ScaleDue, ...] = ()
+
+
+def with_monitoring_schedule(rules: AlarmRules, schedule: MonitoringSchedule) -> AlarmRules:
+    """A copy of ``rules`` whose reminders follow ``schedule``.
+
+    The ``vitals_overdue`` rules take the schedule's intervals; the ``scale_overdue`` rules are
+    replaced by one reminder per scheduled scale, keeping the first one's code, priority, grace
+    and window. Raises InputError for a non-positive interval or an unknown scale.
+    """
+    for phase, minutes in schedule.vitals_every_min.items():
+        if not isinstance(phase, Phase) or not minutes > 0:
+            raise InputError(
+                "vitals_every_min: give a positive number of minutes per Phase",
+                field="vitals_every_min",
+            )
+    known = scale_definitions()
+    for due in schedule.scales_due:
+        unknown = [s for s in due.scales if s not in known]
+        if unknown or not due.scales or due.due_after_start_min < 0:
+            raise InputError(
+                f"scales_due: unknown scale or negative time in {due!r}", field="scales_due"
+            )
+    every_s = {p: m * S_PER_MIN for p, m in schedule.vitals_every_min.items()}
+    template = next((r for r in rules.rules if isinstance(r, ScaleOverdueRule)), None)
+    out: list[Rule] = []
+    for r in rules.rules:
+        if isinstance(r, VitalsOverdueRule):
+            phases = frozenset(every_s) & r.spec.phases or frozenset(every_s)
+            out.append(
+                VitalsOverdueRule(
+                    replace(r.spec, phases=frozenset(phases)), r.vitals, every_s, r.grace_s
+                )
+            )
+        elif isinstance(r, ScaleOverdueRule):
+            if r is template:
+                out.extend(
+                    ScaleOverdueRule(
+                        replace(
+                            r.spec,
+                            message=f"{'/'.join(d.scales)} due "
+                            f"{d.due_after_start_min:g} min after the infusion start",
+                        ),
+                        tuple(d.scales),
+                        d.due_after_start_min * S_PER_MIN,
+                        r.window_before_s,
+                        r.grace_s,
+                    )
+                    for d in schedule.scales_due
+                )
+        else:
+            out.append(r)
+    return AlarmRules(rules.version + "+schedule", rules.priorities, tuple(out))
 
 
 @cache
@@ -726,8 +805,8 @@ class AlarmEngine:
             if score.scale_id in rs.scales:
                 due = self._scale_due_at(rs)
                 if due is not None and when >= due - timedelta(seconds=rs.window_before_s):
-                    self._scale_done.add(rs.spec.code)
-                    self._resolve(rs.spec.code, when, events)
+                    self._scale_done.add(rs.key)
+                    self._resolve(rs.key, when, events)
         for rf in self._scale_flag:
             if rf.scale != score.scale_id or self._phase not in rf.spec.phases:
                 continue
@@ -828,13 +907,13 @@ class AlarmEngine:
                     f"(due every {every / 60:g} min)",
                 )
         for rsd in self._scale_overdue:
-            if phase not in rsd.spec.phases or rsd.spec.code in self._scale_done:
+            if phase not in rsd.spec.phases or rsd.key in self._scale_done:
                 continue
             due = self._scale_due_at(rsd)
             if due is not None and now > due + timedelta(seconds=rsd.grace_s):
                 self._condition_on(
                     rsd.spec,
-                    rsd.spec.code,
+                    rsd.key,
                     now,
                     events,
                     detail=f"{'/'.join(rsd.scales)} due at {due.isoformat()}",

@@ -13,10 +13,13 @@ from ketaflow.clinical.alarms import (
     AlarmEvent,
     AlarmEventKind,
     AlarmState,
+    MonitoringSchedule,
     Phase,
     Priority,
+    ScaleDue,
     SuggestedAction,
     load_alarm_rules,
+    with_monitoring_schedule,
 )
 from ketaflow.clinical.checkins import CheckIn
 from ketaflow.clinical.clock import ManualClock
@@ -516,3 +519,35 @@ def test_clinic_rule_file(tmp_path: Path, clock: ManualClock) -> None:
     bad.write_text(text.replace('priority = "high"', 'priority = "urgent"', 1), encoding="utf-8")
     with pytest.raises(ProtocolError, match="priority"):
         load_alarm_rules(bad)
+
+
+def test_protocol_monitoring_schedule(clock: ManualClock) -> None:
+    rules = with_monitoring_schedule(
+        load_alarm_rules(),
+        MonitoringSchedule(
+            vitals_every_min={Phase.INFUSING: 5, Phase.RECOVERY: 30},
+            scales_due=(ScaleDue(("cadss6",), 20), ScaleDue(("moaas",), 30)),
+        ),
+    )
+    e = AlarmEngine(clock=clock, rules=rules)
+    e.set_phase(Phase.INFUSING)
+    start = clock.now()
+    clock.advance(minutes=7, seconds=1)  # 5 min + 2 min grace
+    assert kinds(e.tick()) == [(K.RAISED, "VITALS_OVERDUE")]
+    for m in range(8, 36):
+        clock.set(start + timedelta(minutes=m))
+        e.feed_set(vitals(clock.now()))
+        if m == 22:
+            e.record_scale(score_cadss([0] * 23))  # the 23-item CADSS does not count for CADSS-6
+    clock.set(start + timedelta(minutes=36))
+    e.tick()
+    keys = sorted(a.key for a in e.active_alarms())
+    assert keys == ["SCALE_OVERDUE:cadss6@1200s", "SCALE_OVERDUE:moaas@1800s"]
+    e.record_scale(score_moaas(5))
+    assert [a.key for a in e.active_alarms()] == ["SCALE_OVERDUE:cadss6@1200s"]
+    with pytest.raises(InputError):
+        with_monitoring_schedule(rules, MonitoringSchedule({Phase.INFUSING: 0}))
+    with pytest.raises(InputError):
+        with_monitoring_schedule(
+            rules, MonitoringSchedule({Phase.INFUSING: 5}, (ScaleDue(("bdi2",), 10),))
+        )
