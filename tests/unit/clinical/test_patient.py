@@ -61,7 +61,7 @@ def test_bmi_from_latest_measurements() -> None:
         (lambda: WeightMeasurement(700.0, date(2025, 1, 1)), "weight_kg"),
         (lambda: WeightMeasurement(-1.0, date(2025, 1, 1)), "weight_kg"),
         (lambda: HeightMeasurement(1.8, date(2025, 1, 1)), "height_cm"),  # metres typed as cm
-        (lambda: WeightMeasurement(70.0, datetime(2025, 1, 1)), "measured_on"),  # type: ignore[arg-type]  # datetime is not a date here
+        (lambda: WeightMeasurement(70.0, datetime(2025, 1, 1)), "measured_on"),
         (lambda: make(mrn=" "), "mrn"),
         (lambda: make(sex="male"), "sex"),
     ],

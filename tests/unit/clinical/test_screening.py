@@ -162,7 +162,7 @@ def test_only_a_physician_decides(clock: ManualClock, nurse: Actor) -> None:
 def test_hard_stop_questions_must_be_answered() -> None:
     partial = {k: v for k, v in NO.items() if k != "pregnancy"}
     with pytest.raises(TypeError):
-        ScreeningAnswers(**partial)  # type: ignore[arg-type]  # the missing answer is the point
+        ScreeningAnswers(**partial)
     with pytest.raises(InputError) as err:
         ScreeningAnswers(**{**NO, "pregnancy": None})  # type: ignore[arg-type]  # None = unanswered
     assert err.value.field == "screening.pregnancy"

@@ -67,20 +67,24 @@ def new(clock: ManualClock, **kw: object) -> Session:
     return Session("S-1", "MRN-1", clock=clock, scheduled_for=T0, **kw)  # type: ignore[arg-type]  # optional kwargs
 
 
+def ready(s: Session, clock: ManualClock) -> None:
+    s.record_pre_assessment(NURSE, assessment(clock))
+    s.record_order_verification(NURSE, verification(clock))
+    s.mark_ready(NURSE)
+
+
+def state(s: Session) -> SessionState:
+    """Read the state afresh (it changes with every transition)."""
+    return s.state
+
+
 def drive(clock: ManualClock, target: SessionState) -> Session:
     """A session brought to ``target`` along the normal path."""
     s = new(clock)
     path: list[tuple[SessionState, Callable[[], object]]] = [
         (S.CHECKED_IN, lambda: s.check_in(NURSE)),
         (S.PRE_ASSESSMENT, lambda: s.begin_pre_assessment(NURSE)),
-        (
-            S.READY,
-            lambda: (
-                s.record_pre_assessment(NURSE, assessment(clock)),
-                s.record_order_verification(NURSE, verification(clock)),
-                s.mark_ready(NURSE),
-            ),
-        ),
+        (S.READY, lambda: ready(s, clock)),
         (S.INFUSING, lambda: s.start_infusion(NURSE, PLAN)),
         (S.PAUSED, lambda: s.pause(NURSE, "nausea")),
         (S.INFUSION_COMPLETE, lambda: s.complete_infusion(NURSE)),
@@ -437,7 +441,7 @@ def test_crash_recovery_while_infusing(clock: ManualClock) -> None:
     s.confirm_pump_state(
         NURSE, PumpConfirmation(running=True, rate_mg_per_h=52.5, volume_infused_ml=12.25)
     )
-    assert s.state is S.INFUSING
+    assert state(s) is S.INFUSING
     assert s.uncertain_since is None
     assert s.infusion is not None
     assert s.infusion.dose_delivered_mg(clock.now()) == pytest.approx(12.25, abs=1e-12)
@@ -469,7 +473,7 @@ def test_snapshot_and_restore(clock: ManualClock) -> None:
     assert s.infusion is not None
     assert copy.infusion.entries == s.infusion.entries
     copy.resume(NURSE)
-    assert copy.state is S.INFUSING
+    assert state(copy) is S.INFUSING
     assert s.state is S.PAUSED
 
 
