@@ -71,6 +71,7 @@ from ketaflow.units import (
 
 FloatArray = npt.NDArray[np.float64]
 TciMode = Literal["plasma", "effect"]
+EngineChoice = Literal["auto", "modal", "matrix"]
 Control = Literal["plasma", "effect", "stop"]
 
 #: Upper plausibility bound on a target (ng/mL). Anaesthetic ketamine concentrations are about
@@ -334,7 +335,9 @@ class TciConfig:
     Ce`` before switching (SimTIVA's 10 %; None disables it). ``search_step_s``: grid step of
     the effect-site peak search. ``horizon_min``: search horizon (None: three times the peak
     time of the unit response, at least 10 min; extended automatically when the minimum falls
-    on its end).
+    on its end). ``engine``: ``"auto"`` uses the modal form when it reproduces the exact
+    transition and the exact matrices otherwise; ``"modal"``/``"matrix"`` force one (forcing
+    ``"modal"`` on a model where it is inaccurate is an error).
     """
 
     update_s: float = 10.0
@@ -342,6 +345,7 @@ class TciConfig:
     equilibrium_band: float | None = 0.10
     search_step_s: float = 1.0
     horizon_min: float | None = None
+    engine: EngineChoice = "auto"
 
     def __post_init__(self) -> None:
         upd = self.update_s / S_PER_MIN
@@ -360,6 +364,10 @@ class TciConfig:
                 f"search_step_s must be > 0 and <= the update interval ({self.update_s:g} s), "
                 f"got {self.search_step_s:g}",
                 field="search_step_s",
+            )
+        if self.engine not in ("auto", "modal", "matrix"):
+            raise InputError(
+                f"engine must be 'auto', 'modal' or 'matrix', got {self.engine!r}", field="engine"
             )
         if self.horizon_min is not None and not (
             math.isfinite(self.horizon_min) and 0 < self.horizon_min <= _MAX_HORIZON_MIN
@@ -489,13 +497,15 @@ def _parent_only(params: PKParameters) -> PKParameters:
     return params if params.metabolite is None else params.replace(metabolite=None)
 
 
-def _build_engine(params: PKParameters, dt_min: float) -> _Engine:
+def _build_engine(params: PKParameters, dt_min: float, choice: EngineChoice = "auto") -> _Engine:
     """Modal engine if it reproduces the exact transition, else the exact matrices."""
     names = params.state_names()
     i_ce = names.index("Ce") if "Ce" in names else None
     v1 = float(params.v1_l[0])
     phi_b, gamma_b = discretize(params, dt_min)
     phi, gamma = phi_b[0], gamma_b[0]
+    if choice == "matrix":
+        return _MatrixEngine(phi, gamma, v1, i_ce)
     a = params.system_matrix()[0]
     lam_c, vecs_c = np.linalg.eig(a)
     if np.all(np.abs(lam_c.imag) == 0) and np.all(lam_c.real < 0):
@@ -509,6 +519,12 @@ def _build_engine(params: PKParameters, dt_min: float) -> _Engine:
             err_gamma = np.max(np.abs(m_gamma - gamma)) / max(np.max(np.abs(gamma)), 1e-300)
             if max(err_phi, err_gamma) <= _MODAL_TOLERANCE:
                 return modal
+    if choice == "modal":
+        raise InputError(
+            "the modal form does not reproduce this model's exact transition (repeated or "
+            "nearly repeated rate constants); use engine 'auto' or 'matrix'",
+            field="engine",
+        )
     return _MatrixEngine(phi, gamma, v1, i_ce)
 
 
@@ -736,7 +752,7 @@ class TciController:
                 "mode 'plasma' or a model with ke0_per_min",
                 field="mode",
             )
-        self._engine = _build_engine(self.params, self.update_min)
+        self._engine = _build_engine(self.params, self.update_min, self.config.engine)
         k = len(self.params.state_names())
         if initial_state is None:
             x0 = np.zeros(k)
