@@ -159,18 +159,38 @@ def parse_target(text: str) -> TargetStep:
             raise InputError(f"target {text!r}: {exc.message}", field="target") from exc
     if not head:
         raise _target_fail(text, "it does not start with a concentration or an effect")
+    value, key = _parse_level(head, text)
+    return TargetStep(start, value, key, text.strip())
+
+
+def _parse_level(head: str, text: str) -> tuple[float, str | None]:
+    """``(value, effect_key)``: ng/mL and None, or an effect value and its PD model key."""
     match = _EFFECT_RE.match(head)
     key = match.group("key").strip().lower().replace(" ", "_") if match else ""
     if match is not None and key in PD_MODELS:
         value = float(match.group("num"))
         if not math.isfinite(value) or value < 0:
             raise _target_fail(text, "the effect must be a finite number >= 0")
-        return TargetStep(start, value, key, text.strip())
+        return value, key
     try:
         q = parse_quantity(head, Dimension.CONCENTRATION, field="target")
     except UnitError as exc:
         raise _target_fail(text, exc.message) from exc
-    return TargetStep(start, mg_per_l_to_ng_per_ml(q.value), None, text.strip())
+    return mg_per_l_to_ng_per_ml(q.value), None
+
+
+def parse_level_ng_per_ml(text: str, *, enantiomer: Enantiomer, field: str) -> float:
+    """A concentration (``"150 ng/mL"``) or a predicted effect (``"0.3 dissociation"``) as an
+    effect-site concentration in ng/mL, for caps and thresholds."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{field} is empty; {TARGET_GRAMMAR_HELP}", field=field)
+    try:
+        value, key = _parse_level(text.strip(), text)
+        if key is None:
+            return value
+        return float(PD_MODELS[key].inverse(value, enantiomer=enantiomer))
+    except InputError as exc:
+        raise InputError(exc.message.replace("target", field, 1), field=field) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +357,11 @@ class TciConfig:
     time of the unit response, at least 10 min; extended automatically when the minimum falls
     on its end). ``engine``: ``"auto"`` uses the modal form when it reproduces the exact
     transition and the exact matrices otherwise; ``"modal"``/``"matrix"`` force one (forcing
-    ``"modal"`` on a model where it is inaccurate is an error).
+    ``"modal"`` on a model where it is inaccurate is an error). ``cp_limit_factor``: in effect
+    mode, never plan a plasma concentration above this multiple of the target at the end of an
+    interval (Van Poucke 2004's limited plasma overshoot; None: unlimited, as in STANPUMP).
+    With a slow ke0 the unlimited effect-site bolus drives Cp far above the target (about 18
+    times for Domino with ke0 0.0835/min), which a limit such as 1.5 trades for a slower rise.
     """
 
     update_s: float = 10.0
@@ -346,6 +370,7 @@ class TciConfig:
     search_step_s: float = 1.0
     horizon_min: float | None = None
     engine: EngineChoice = "auto"
+    cp_limit_factor: float | None = None
 
     def __post_init__(self) -> None:
         upd = self.update_s / S_PER_MIN
@@ -364,6 +389,14 @@ class TciConfig:
                 f"search_step_s must be > 0 and <= the update interval ({self.update_s:g} s), "
                 f"got {self.search_step_s:g}",
                 field="search_step_s",
+            )
+        if self.cp_limit_factor is not None and not (
+            math.isfinite(self.cp_limit_factor) and self.cp_limit_factor >= 1.0
+        ):
+            raise InputError(
+                f"cp_limit_factor must be >= 1 (a multiple of the target), got "
+                f"{self.cp_limit_factor}",
+                field="cp_limit_factor",
             )
         if self.engine not in ("auto", "modal", "matrix"):
             raise InputError(
@@ -838,7 +871,12 @@ class TciController:
             if in_band and eq_band is not None:
                 in_band = abs(ce - eng.cp(s)) <= eq_band * ce
             if not in_band:
-                return search.rate_mg_per_min(target_mg_per_l, s), "effect"
+                req = search.rate_mg_per_min(target_mg_per_l, s)
+                factor = self.config.cp_limit_factor
+                if factor is not None:
+                    room = (factor * target_mg_per_l - eng.cp_free_next(s)) / eng.cp_unit
+                    req = min(req, max(room, 0.0))
+                return req, "effect"
         req = (target_mg_per_l - self._engine.cp_free_next(s)) / self._engine.cp_unit
         return (req if req > 0.0 else 0.0), "plasma"
 

@@ -335,3 +335,31 @@ def test_controller_input_errors(call: object, fragment: str) -> None:
     params = _params("domino-1984")
     with pytest.raises(InputError, match=fragment):
         call(params)  # type: ignore[operator]  # the lambdas above
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_plasma_limit_bounds_cp_in_effect_mode(model_id: str) -> None:
+    params = _params(model_id)
+    free = run_tci(params, STEP_UP, duration_min=120.0, mode="effect", pump=PUMP)
+    limited = run_tci(
+        params,
+        STEP_UP,
+        duration_min=120.0,
+        mode="effect",
+        pump=PUMP,
+        config=TciConfig(cp_limit_factor=1.5),
+    )
+    # Without a limit the effect-site bolus drives Cp to several times the target.
+    assert free.cp_ng_per_ml.max() > 4 * 200.0
+    # With it, the replayed Cp (1 s grid) stays within 1.5 x target, allowing for rounding.
+    cp = assess(params, limited, site="plasma").concentration_ng_per_ml
+    target = limited.target_ng_per_ml[np.minimum(np.arange(len(cp)) // 10, 720)]
+    assert np.all(cp <= 1.5 * target * 1.005)
+    report = assess(params, limited)
+    slow, fast = report.segments[0].time_to_95_s, assess(params, free).segments[0].time_to_95_s
+    assert slow is not None
+    assert fast is not None
+    assert slow > fast
+    for seg in report.segments:
+        assert seg.mdape_pct < 0.5
+        assert seg.max_overshoot_pct < 1.0
