@@ -44,6 +44,7 @@ constant) the controller falls back to the exact transition matrices themselves.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import re
@@ -486,7 +487,8 @@ class _ModalEngine(_Engine):
 
     def step(self, s: list[float], rate_mg_per_min: float) -> list[float]:
         return [
-            d * v + g * rate_mg_per_min for d, v, g in zip(self.decay, s, self.gain, strict=True)
+            d * v + g * rate_mg_per_min
+            for d, v, g in zip(self.decay, s, self.gain, strict=False)  # equal by construction
         ]
 
     def phi_gamma(self) -> tuple[FloatArray, FloatArray]:
@@ -703,6 +705,50 @@ class TciResult:
     def n_updates(self) -> int:
         """Number of update intervals."""
         return len(self.time_min) - 1
+
+    @classmethod
+    def from_rates(
+        cls,
+        params: PKParameters,
+        rates_mg_per_min: npt.ArrayLike,
+        *,
+        update_min: float,
+        targets: TargetSchedule,
+        mode: TciMode,
+        pump: PumpLimits | None = None,
+    ) -> TciResult:
+        """A result for rates planned elsewhere (another controller, a pump log), from time 0
+        with no drug on board, so that :func:`assess` can score them like our own."""
+        p = _parent_only(params)
+        rates = np.asarray(rates_mg_per_min, dtype=np.float64).reshape(-1)
+        if rates.size == 0 or np.any(rates < 0) or not np.all(np.isfinite(rates)):
+            raise InputError("rates must be a non-empty list of finite values >= 0", field="rates")
+        n = rates.size
+        times = np.arange(n + 1, dtype=np.float64) * update_min
+        events = [
+            Infusion(float(times[i]), float(times[i + 1]), float(r))
+            for i, r in enumerate(rates)
+            if r > 0
+        ]
+        pred = simulate(p, Schedule.from_events(events), times)
+        ce = pred.ce_ng_per_ml
+        all_rates = np.concatenate([rates, [0.0]])
+        site: Control = "plasma" if mode == "plasma" else "effect"
+        return cls(
+            mode=mode,
+            update_min=update_min,
+            time_min=times,
+            target_ng_per_ml=targets.target_ng_per_ml_on(times),
+            rate_mg_per_min=all_rates,
+            requested_rate_mg_per_min=all_rates.copy(),
+            cp_ng_per_ml=np.asarray(pred.cp_ng_per_ml[0]),
+            ce_ng_per_ml=None if ce is None else np.asarray(ce[0]),
+            control=(*([site] * n), "stop"),
+            limited=np.zeros(n + 1, dtype=np.bool_),
+            pump=pump,
+            initial_state=np.zeros(len(p.state_names())),
+            engine="external",
+        )
 
     @property
     def rate_mg_per_h(self) -> FloatArray:
@@ -951,14 +997,40 @@ class TciController:
         deliver = self._deliverable
         step = eng.step
         s = self._s
-        for i in range(n):
-            states.append(s)
-            req, control = plan(tgt[i], s)
-            rate = deliver(req)
-            s = step(s, rate)
-            rates.append(rate)
-            reqs.append(req)
-            controls.append(control)
+        if self._search is None and isinstance(eng, _ModalEngine):
+            # Plasma mode in modal form: the rules of ``_plan`` and ``_ModalEngine.step``
+            # inlined, because the two calls per update were half of the loop's cost
+            # (measured: 1.3 -> 0.8 ms for 720 updates).
+            cp_next = eng.cp_next_coef
+            cp_unit = eng.cp_unit
+            decay = eng.decay
+            gain = eng.gain
+            mul = operator.mul
+            for i in range(n):
+                states.append(s)
+                target = tgt[i]
+                if target > 0.0:
+                    req = (target - sum(map(mul, cp_next, s))) / cp_unit
+                    if req < 0.0:
+                        req = 0.0
+                    controls.append("plasma")
+                else:
+                    req = 0.0
+                    controls.append("stop")
+                rate = deliver(req)
+                # strict=False: the lengths match by construction and the check costs 20 %.
+                s = [d * v + g * rate for d, v, g in zip(decay, s, gain, strict=False)]
+                rates.append(rate)
+                reqs.append(req)
+        else:
+            for i in range(n):
+                states.append(s)
+                req, control = plan(tgt[i], s)
+                rate = deliver(req)
+                s = step(s, rate)
+                rates.append(rate)
+                reqs.append(req)
+                controls.append(control)
         states.append(s)
         rates.append(0.0)
         reqs.append(0.0)
@@ -969,7 +1041,7 @@ class TciController:
         ces = state_arr @ np.asarray(eng.ce_coef)
         self._s = s
         self._time_min = t0 + n * dt
-        self._since.extend((dt, r) for r in rates[:-1])
+        self._since.extend(zip(itertools.repeat(dt, n), rates[:-1], strict=True))
         rate_arr = np.asarray(rates)
         if self.pump is not None:
             self._volume_ml += float(rate_arr.sum()) * dt / self.pump.syringe_mg_per_ml

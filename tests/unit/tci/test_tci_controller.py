@@ -200,15 +200,20 @@ def test_pure_shafer_gregg_chatters_and_the_plasma_switch_removes_it() -> None:
     assert "plasma" in smooth.control
 
 
-def test_command_by_command_equals_run() -> None:
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("engine", ["modal", "matrix"])
+def test_command_by_command_equals_run(mode: TciMode, engine: str) -> None:
+    """``run`` inlines the plasma rule for speed; it must decide exactly as ``command``."""
     params = _params("domino-1984")
-    sched = TargetSchedule.from_texts(STEP_UP)
-    planned = TciController(params, mode="effect", pump=PUMP).run(sched, 90.0)
-    ctl = TciController(params, mode="effect", pump=PUMP)
+    sched = TargetSchedule.from_texts([*STEP_UP, "0 ng/mL from 80 min"])
+    config = TciConfig(engine=engine)  # type: ignore[arg-type]  # str from parametrize
+    planned = TciController(params, mode=mode, pump=PUMP, config=config).run(sched, 90.0)
+    ctl = TciController(params, mode=mode, pump=PUMP, config=config)
     rates = [
         ctl.command(sched.target_ng_per_ml_at(t)).rate_mg_per_min for t in planned.time_min[:-1]
     ]
     np.testing.assert_array_equal(rates, planned.rate_mg_per_min[:-1])
+    assert planned.control[-2] == "stop"
     assert ctl.time_min == pytest.approx(90.0)
     assert ctl.volume_ml == pytest.approx(float(planned.volume_ml[-1]), rel=1e-12)  # type: ignore[index]  # pump given
 
@@ -363,3 +368,17 @@ def test_plasma_limit_bounds_cp_in_effect_mode(model_id: str) -> None:
     for seg in report.segments:
         assert seg.mdape_pct < 0.5
         assert seg.max_overshoot_pct < 1.0
+
+
+def test_external_rates_are_scored_like_our_own() -> None:
+    params = _params("domino-1984")
+    sched = TargetSchedule.from_texts(STEP_UP)
+    ours = TciController(params, mode="effect").run(sched, 120.0)
+    again = TciResult.from_rates(
+        params, ours.rate_mg_per_min[:-1], update_min=10 / 60, targets=sched, mode="effect"
+    )
+    np.testing.assert_allclose(again.cp_ng_per_ml, ours.cp_ng_per_ml, rtol=1e-9, atol=1e-9)
+    a, b = assess(params, ours), assess(params, again)
+    assert [s.mdape_pct for s in a.segments] == pytest.approx([s.mdape_pct for s in b.segments])
+    with pytest.raises(InputError, match="rates"):
+        TciResult.from_rates(params, [-1.0], update_min=1.0, targets=sched, mode="plasma")
