@@ -224,12 +224,10 @@ def main() -> None:
 
     print("\n## Kamp 2020, 70 kg, same targets (ketaflow only)\n")
     kamp_rows = []
-    for name, mode, fn in (
-        (WITH_PUMP, "effect", ours(kamp, "effect", pump=PUMP)),
-        (WITH_PUMP, "plasma", ours(kamp, "plasma", pump=PUMP)),
-    ):
-        wall, result = median_time(fn, args.repeats)
-        kamp_rows.append(Row(name, mode, result, wall, kamp))  # type: ignore[arg-type]
+    kamp_modes: tuple[TciMode, ...] = ("effect", "plasma")
+    for kmode in kamp_modes:
+        wall, result = median_time(ours(kamp, kmode, pump=PUMP), args.repeats)
+        kamp_rows.append(Row(WITH_PUMP, kmode, result, wall, kamp))
     print("\n".join(accuracy_table(kamp_rows)))
 
     print("\n## Timing summary (median wall time, 2 h at 10 s = 720 updates, one patient)\n")
