@@ -975,8 +975,8 @@ class TciController:
         ``duration_min`` must be a whole number of update intervals.
         """
         n_float = duration_min / self.update_min
-        n = round(n_float)
-        if not (math.isfinite(n_float) and n >= 1 and abs(n - n_float) < 1e-6):
+        n = round(n_float) if math.isfinite(n_float) else 0
+        if not (n >= 1 and abs(n - n_float) < 1e-6):
             raise InputError(
                 f"duration must be a positive whole number of update intervals "
                 f"({self.update_min * S_PER_MIN:g} s), got {duration_min:g} min",

@@ -271,7 +271,7 @@ def _check_inputs(total_mg: float, duration_min: float, segment_min: float, r_ma
     if not (math.isfinite(duration_min) and duration_min > 0):
         raise InputError(f"duration must be > 0 min, got {duration_min}", field="duration")
     n_float = duration_min / segment_min
-    n = round(n_float)
+    n = round(n_float) if math.isfinite(n_float) else 0
     if n < 1 or abs(n - n_float) > 1e-6:
         raise InputError(
             f"duration ({duration_min:g} min) must be a whole number of segments "

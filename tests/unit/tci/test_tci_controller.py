@@ -7,6 +7,8 @@ intervals between 30 and 60 min have rate zero; the time to 95 % of target is re
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -333,6 +335,7 @@ def test_effect_mode_needs_an_effect_site() -> None:
         (lambda p: TciController(p, mode="blood"), "mode"),  # type: ignore[arg-type]  # bad on purpose
         (lambda p: TciController(p, initial_state=[1.0, 2.0]), "initial_state"),
         (lambda p: TciController(p).run(TargetSchedule.from_pairs([(0, 200)]), 0.25), "whole"),
+        (lambda p: TciController(p).run(TargetSchedule.from_pairs([(0, 200)]), math.inf), "whole"),
         (lambda p: TciController(p).command(-5.0), "target"),
     ],
 )
