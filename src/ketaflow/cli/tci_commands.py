@@ -241,19 +241,20 @@ def tci(
         list[str] | None,
         typer.Option(
             "--target",
-            help="Target from a time, repeatable: '200 ng/mL from 0 min', "
+            help="Required, repeatable: target from a time, '200 ng/mL from 0 min', "
             "'0.3 dissociation from 60 min'.",
         ),
     ] = None,
     weight: Annotated[
-        str | None, typer.Option("--weight", help="Body weight (kg, or '154 lb').")
+        str | None, typer.Option("--weight", help="Required: body weight (kg, or '154 lb').")
     ] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="plasma or effect.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="Required: plasma or effect.")] = None,
     duration: Annotated[
-        str | None, typer.Option("--duration", help="Length of the plan, e.g. 120min.")
+        str | None, typer.Option("--duration", help="Required: length of the plan, e.g. 120min.")
     ] = None,
     syringe: Annotated[
-        str | None, typer.Option("--syringe", help="Syringe concentration, e.g. '10 mg/mL'.")
+        str | None,
+        typer.Option("--syringe", help="Required: syringe concentration, e.g. '10 mg/mL'."),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Library model id (see 'ketaflow models').")
@@ -420,11 +421,13 @@ def tci(
 
 
 def plan_gentle(
-    dose: Annotated[str, typer.Option("--dose", help="Total dose: '35 mg' or '0.5 mg/kg'.")],
-    duration: Annotated[
-        str, typer.Option("--duration", help="Give it within this time, e.g. 40min.")
+    dose: Annotated[
+        str, typer.Option("--dose", help="Required: total dose, '35 mg' or '0.5 mg/kg'.")
     ],
-    weight: Annotated[str, typer.Option("--weight", help="Body weight (kg).")],
+    duration: Annotated[
+        str, typer.Option("--duration", help="Required: give it within this time, e.g. 40min.")
+    ],
+    weight: Annotated[str, typer.Option("--weight", help="Required: body weight (kg).")],
     model: Annotated[str | None, typer.Option("--model", help="Library model id.")] = None,
     model_file: Annotated[
         Path | None, typer.Option("--model-file", help="Model TOML file.")
