@@ -144,6 +144,10 @@ def _patient_parameters(
     return params, weight_kg
 
 
+#: Plasma peak (as a multiple of the highest target) above which effect mode warns.
+_CP_WARN_FACTOR = 1.5
+
+
 def _band(text: str | None, field: str, default: float) -> float | None:
     if text is None:
         return default
@@ -339,6 +343,18 @@ def tci(
     controller = TciController(params, mode=tci_mode, config=config, pump=pump)
     result = controller.run(targets, duration_min)
     report = assess(params, result)
+    if tci_mode == "effect" and config.cp_limit_factor is None:
+        # Effect-site targeting loads the plasma far above the target when ke0 is slow (t1/2ke0
+        # 8.3 min here): the clinician must see that peak before choosing this mode.
+        peak_cp = float(assess(params, result, site="plasma").concentration_ng_per_ml.max())
+        highest = float(np.max(result.target_ng_per_ml))
+        if highest > 0 and peak_cp > _CP_WARN_FACTOR * highest:
+            typer.echo(
+                f"ketaflow: warning: effect-site targeting drives plasma to {peak_cp:.0f} ng/mL "
+                f"({peak_cp / highest:.1f}x the highest target); consider --cp-limit 1.5x or "
+                "--mode plasma",
+                err=True,
+            )
     cols = _tci_columns(result, m.enantiomer)
     n = len(result.time_min)
     volume = result.volume_ml

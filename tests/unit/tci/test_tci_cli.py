@@ -240,3 +240,31 @@ def test_plan_gentle_bad_input(
     assert rc == 2
     assert len(err) == 1
     assert fragment in err[0]
+
+
+def test_effect_mode_warns_about_plasma_overshoot(capsys: pytest.CaptureFixture[str]) -> None:
+    base = [
+        "tci",
+        "--model",
+        "domino-1984",
+        "--weight",
+        "70",
+        "--target",
+        "200 ng/mL from 0 min",
+        "--update",
+        "10s",
+        "--duration",
+        "30min",
+        "--syringe",
+        "10 mg/mL",
+        "--format",
+        "csv",
+    ]
+    assert main([*base, "--mode", "effect"]) == 0
+    err = capsys.readouterr().err
+    assert "effect-site targeting drives plasma to" in err
+    # With the plasma limit, or in plasma mode, there is nothing to warn about.
+    assert main([*base, "--mode", "effect", "--cp-limit", "1.5x"]) == 0
+    assert "drives plasma" not in capsys.readouterr().err
+    assert main([*base, "--mode", "plasma"]) == 0
+    assert "drives plasma" not in capsys.readouterr().err
