@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
     CheckConstraint,
@@ -64,7 +64,7 @@ class Base(DeclarativeBase):
     """Declarative base: one metadata with the naming convention, aware UTC timestamps."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012  (SQLAlchemy reads it)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
 class User(Base):
