@@ -7,6 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every subcommand to ``app``."""
-    from ketaflow.cli import pk_commands
+    from ketaflow.cli import pk_commands, service_commands
 
     pk_commands.register(app)
+    service_commands.register(app)

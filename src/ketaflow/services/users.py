@@ -47,7 +47,8 @@ class UserView:
         )
 
 
-def _account_role(role: Role | str) -> Role:
+def account_role(role: Role | str) -> Role:
+    """The :class:`Role` an account may have; InputError for unknown roles and for kiosk."""
     try:
         value = Role(role)
     except ValueError:
@@ -74,7 +75,7 @@ class UserService:
         """Create an active account. Raises InputError for a bad name, password or role and
         ConflictError when the username is taken."""
         name = normalise_username(username)
-        account_role = _account_role(role)
+        account_role = account_role(role)
         if self._uow.users.get_by_username(name) is not None:
             raise ConflictError(
                 "username is already taken; choose another or reactivate the existing account.",
@@ -128,7 +129,7 @@ class UserService:
     ) -> UserView:
         """Change the role and/or active flag; ends the account's sessions when either changes."""
         user = self._get(user_id)
-        new_role = user.role if role is None else _account_role(role)
+        new_role = user.role if role is None else account_role(role)
         new_active = user.active if active is None else active
         changed = [
             name
