@@ -75,7 +75,7 @@ class UserService:
         """Create an active account. Raises InputError for a bad name, password or role and
         ConflictError when the username is taken."""
         name = normalise_username(username)
-        account_role = account_role(role)
+        new_role = account_role(role)
         if self._uow.users.get_by_username(name) is not None:
             raise ConflictError(
                 "username is already taken; choose another or reactivate the existing account.",
@@ -87,7 +87,7 @@ class UserService:
             User(
                 username=name,
                 password_hash=password_hash,
-                role=account_role,
+                role=new_role,
                 active=True,
                 failed_count=0,
                 locked_until=None,
@@ -101,7 +101,7 @@ class UserService:
             action="create",
             entity="user",
             entity_id=user.id,
-            details={"role": account_role.value},
+            details={"role": new_role.value},
         )
         return UserView.of(user)
 
