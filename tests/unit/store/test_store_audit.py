@@ -91,7 +91,7 @@ def test_malformed_entries_are_refused_when_recorded(
     entry: dict[str, object], field: str | None
 ) -> None:
     with pytest.raises(InputError) as info:
-        AuditEntry(actor="t", entity="patient", **entry)  # type: ignore[arg-type]  # deliberately wrong
+        AuditEntry(actor="t", entity="patient", **entry)  # deliberately wrong
     assert info.value.field == field
 
 
