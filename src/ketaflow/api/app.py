@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Final
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, APIWebSocketRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from starlette.concurrency import run_in_threadpool
 
 from ketaflow import __version__
@@ -103,26 +104,46 @@ def create_app(
     return app
 
 
-def route_requirements(route: APIRoute | APIWebSocketRoute) -> list[Requirement]:
-    """The :class:`Requirement` dependencies declared on ``route``."""
-    found: list[Requirement] = []
-    for dependency in route.dependant.dependencies:
-        if isinstance(dependency.call, Requirement):
-            found.append(dependency.call)
-    return found
+@dataclass(frozen=True, slots=True)
+class ServedRoute:
+    """A route as the app serves it (router prefixes applied) and who may call it."""
+
+    path: str
+    methods: tuple[str, ...]  # ("WS",) for a WebSocket route
+    is_api: bool  # False for the OpenAPI document and docs pages
+    requirements: tuple[Requirement, ...]
+
+
+def served_routes(app: FastAPI) -> list[ServedRoute]:
+    """Every route of ``app`` with the :class:`Requirement` objects declared on it."""
+    routes: list[ServedRoute] = []
+    for context in iter_route_contexts(app.routes):
+        original = context.original_route
+        path = context.path or ""
+        if isinstance(original, APIRoute | APIWebSocketRoute):
+            requirements = tuple(
+                d.call for d in context.dependant.dependencies if isinstance(d.call, Requirement)
+            )
+            websocket = isinstance(original, APIWebSocketRoute)
+            methods = ("WS",) if websocket else tuple(sorted(context.methods or ()))
+            routes.append(ServedRoute(path, methods, True, requirements))
+        else:
+            routes.append(ServedRoute(path, tuple(sorted(context.methods or ())), False, ()))
+    return routes
 
 
 def check_authorisation_declared(app: FastAPI) -> None:
     """Refuse an app in which a non-public API route lacks exactly one ``require``."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute | APIWebSocketRoute):
+    for route in served_routes(app):
+        if not route.is_api:
+            if route.path not in PUBLIC_PATHS:
+                raise RuntimeError(f"route {route.path} is not an API route and not public")
             continue
-        requirements = route_requirements(route)
         if route.path in PUBLIC_PATHS:
-            if requirements:
+            if route.requirements:
                 raise RuntimeError(f"public route {route.path} must not require a role")
-        elif len(requirements) != 1:
+        elif len(route.requirements) != 1:
             raise RuntimeError(
                 f"route {route.path} must declare exactly one require(...); "
-                f"found {len(requirements)}"
+                f"found {len(route.requirements)}"
             )
