@@ -15,7 +15,6 @@ from ketaflow.store.db import make_engine
 from ketaflow.store.migrate import head_revision
 from service_testkit import PASSWORD
 
-
 Run = Callable[..., tuple[int, str, str]]
 
 
@@ -49,8 +48,7 @@ def test_db_upgrade_creates_the_default_sqlite_database(run: Run, tmp_path: Path
 
 
 def test_users_add_then_audit_verify(run: Run, database_url: str) -> None:
-    code, out, err = _run(
-        capsys,
+    code, out, err = run(
         [
             "users",
             "add",
@@ -71,8 +69,7 @@ def test_users_add_then_audit_verify(run: Run, database_url: str) -> None:
 
 def test_audit_verify_names_the_first_broken_record(run: Run, database_url: str) -> None:
     for name in ("nurse1", "nurse2", "nurse3"):
-        _run(
-            capsys,
+        run(
             [
                 "users",
                 "add",
@@ -151,8 +148,6 @@ def test_duplicate_user_is_refused(run: Run, database_url: str) -> None:
 
 
 def test_verify_on_a_database_without_tables_says_to_upgrade(run: Run, tmp_path: Path) -> None:
-    code, _, err = _run(
-        capsys, ["audit", "verify", "--database", f"sqlite:///{tmp_path / 'empty.db'}"]
-    )
+    code, _, err = run(["audit", "verify", "--database", f"sqlite:///{tmp_path / 'empty.db'}"])
     assert code == 6
     assert "ketaflow db upgrade" in err
