@@ -31,7 +31,6 @@ PUBLIC_PATHS: Final[frozenset[str]] = frozenset(
         f"{API_PREFIX}/auth/login",
         f"{API_PREFIX}/openapi.json",
         f"{API_PREFIX}/docs",
-        f"{API_PREFIX}/docs/oauth2-redirect",
     }
 )
 
@@ -92,7 +91,7 @@ def create_app(
         description=_DESCRIPTION,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
-        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
+        swagger_ui_oauth2_redirect_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )

@@ -52,7 +52,7 @@ EXPECTED: Final[dict[tuple[str, str], frozenset[Role] | None]] = {
     ("POST", "/api/v1/auth/logout"): ALL,
 }
 KioskOnItsSession = Annotated[Principal, require(Role.KIOSK, session_param="session_id")]
-DOC_PATHS: Final = {"/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/oauth2-redirect"}
+DOC_PATHS: Final = {"/api/v1/openapi.json", "/api/v1/docs"}
 
 
 def _concrete(path: str) -> str:
