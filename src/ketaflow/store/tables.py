@@ -165,11 +165,6 @@ class Patient(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
-    weights: Mapped[list[WeightMeasurement]] = relationship(
-        back_populates="patient",
-        order_by="(WeightMeasurement.measured_on, WeightMeasurement.id)",
-    )
-
 
 class WeightMeasurement(Base):
     """A body weight, as measured on a calendar day."""
@@ -186,8 +181,6 @@ class WeightMeasurement(Base):
     recorded_by_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="RESTRICT")
     )
-
-    patient: Mapped[Patient] = relationship(back_populates="weights")
 
     __table_args__ = (
         CheckConstraint("weight_kg > 0 AND weight_kg < 1000", name="weight_kg_range"),

@@ -5,18 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ketaflow.api import create_app
+from ketaflow.api.deps import UowDep, require
 from ketaflow.api.security import SECURITY_HEADERS
 from ketaflow.config import Settings
 from ketaflow.errors import HardLimitError
+from ketaflow.services.auth import Principal
+from ketaflow.store.tables import User
 from ketaflow.store.types import Role
 from service_testkit import FAST_HASHER
+
+AdminPrincipal = Annotated[Principal, require(Role.ADMIN)]
 
 PATIENT = {
     "mrn": "MRN-1",
@@ -166,3 +171,29 @@ def test_security_headers_on_every_response(client: TestClient, path: str) -> No
     response = client.get(path)
     for name, value in SECURITY_HEADERS.items():
         assert response.headers[name] == value
+
+
+def test_the_commit_happens_before_the_response_is_sent(
+    app: FastAPI, client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    """A change that fails only at COMMIT must not be reported as a success."""
+
+    @app.post("/api/v1/test-only/fails-at-commit")
+    def fails_at_commit(principal: AdminPrincipal, uow: UowDep) -> dict[str, bool]:
+        existing = uow.users.get(principal.user_id)
+        assert existing is not None
+        # Not flushed here: the duplicate username is only refused when the request commits.
+        uow.session.add(
+            User(
+                username=existing.username,
+                password_hash="x",
+                role=Role.NURSE,
+                created_at=existing.created_at,
+                updated_at=existing.created_at,
+            )
+        )
+        return {"ok": True}
+
+    response = client.post("/api/v1/test-only/fails-at-commit", headers=auth_headers(Role.ADMIN))
+    assert response.status_code == 409
+    _assert_shape(response.json(), "conflict")
