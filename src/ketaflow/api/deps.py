@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, Path
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
 
-from ketaflow.api.security import token_from
+from ketaflow.api.security import SESSION_COOKIE, token_from
 from ketaflow.config import Settings
 from ketaflow.services.audit import AuditService
 from ketaflow.services.auth import (
@@ -110,10 +111,27 @@ class Requirement:
         return f"{type(self).__name__}({roles})"
 
 
+# Declared so that the OpenAPI document (and the docs page's "Authorize" button) shows how to
+# authenticate; the token itself is read by token_from, which applies the precedence rules.
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False, description="The session token from POST /api/v1/auth/login."
+)
+COOKIE_SCHEME = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="The session cookie set at login."
+)
+
+
 class RoleRequirement(Requirement):
     """Authenticate an HTTP request inside the request's unit of work, then check the role."""
 
-    def __call__(self, request: Request, uow: UowDep, context: ContextDep) -> Principal:
+    def __call__(
+        self,
+        request: Request,
+        uow: UowDep,
+        context: ContextDep,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)],
+        _cookie: Annotated[str | None, Depends(COOKIE_SCHEME)],
+    ) -> Principal:
         principal = context.auth.authenticate(uow, token_from(request))
         return self.check(principal, request.path_params)
 
