@@ -29,7 +29,7 @@ from service_testkit import PASSWORD
 pytestmark = pytest.mark.slow
 
 #: Generated cases per operation and phase; small so the whole run stays well under a minute.
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 10
 
 
 @pytest.fixture
