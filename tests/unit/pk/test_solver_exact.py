@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pytest
 from pk_ode_reference import reference_states
 
+from ketaflow.pk import solve
 from ketaflow.pk.library import list_models, load_model
 from ketaflow.pk.parameters import MetaboliteParameters, PKParameters
 from ketaflow.pk.schedule import BatchSchedule, Schedule, parse_dose
@@ -24,6 +25,15 @@ FloatArray = npt.NDArray[np.float64]
 RTOL = 1e-9
 FLOOR = 1e-12
 MODEL_IDS = [m.id for m in list_models()]
+
+
+@pytest.fixture(autouse=True, params=["powers", "modal"])
+def stepping(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test with both stepping methods of the solver (chosen by batch size)."""
+    monkeypatch.setattr(solve, "_POWERS_MAX", 10**9 if request.param == "powers" else 0)
+    return str(request.param)
+
+
 EPS_MIN = 1e-6  # "just before/after" an event, in minutes (60 us)
 
 

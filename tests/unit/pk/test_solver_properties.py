@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ketaflow.errors import InputError
+from ketaflow.pk import solve
 from ketaflow.pk.library import list_models, load_model
 from ketaflow.pk.parameters import MetaboliteParameters, PKParameters
 from ketaflow.pk.schedule import BatchSchedule, Bolus, Infusion, Schedule
@@ -22,7 +23,19 @@ from ketaflow.pk.solve import Prediction, iter_chunks, simulate
 
 FloatArray = npt.NDArray[np.float64]
 MODEL_IDS = [m.id for m in list_models()]
-PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=30,
+    deadline=None,
+    # The only function-scoped fixture is the stepping switch below, the same for every example.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(autouse=True, params=["powers", "modal"])
+def stepping(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test with both stepping methods of the solver (chosen by batch size)."""
+    monkeypatch.setattr(solve, "_POWERS_MAX", 10**9 if request.param == "powers" else 0)
+    return str(request.param)
 
 
 def _close(a: FloatArray, b: FloatArray, rtol: float = 1e-12) -> None:
@@ -318,7 +331,7 @@ def test_worker_processes_give_the_same_answer() -> None:
     parallel = np.concatenate(
         list(iter_chunks(params, s, t, reduce=_peak_cp, chunk_size=64, workers=2))
     )
-    np.testing.assert_array_equal(serial, parallel)
+    _close(parallel, serial, rtol=1e-12)
 
 
 def test_initial_state_continues_a_simulation() -> None:
