@@ -31,8 +31,8 @@ worker) can deadlock, and a forked child would also inherit and count the caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import multiprocessing
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
