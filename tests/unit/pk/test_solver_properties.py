@@ -7,6 +7,7 @@ relative (they differ only by rounding); physical limits are stated per test.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -260,7 +261,7 @@ def test_batched_equals_one_by_one(cases: list[tuple[PKParameters, Schedule]]) -
 
 def _like(template: PKParameters, other: PKParameters) -> PKParameters:
     """``other``'s values forced into ``template``'s structure (compartments, metabolite)."""
-    kw: dict[str, object] = {
+    kw: dict[str, Any] = {
         "v1_l": other.v1_l,
         "k10_per_min": other.k10_per_min,
         "ke0_per_min": other.ke0_per_min,
@@ -270,21 +271,21 @@ def _like(template: PKParameters, other: PKParameters) -> PKParameters:
         kw.update(k12_per_min=other.k12_per_min + 0.01, k21_per_min=other.k21_per_min + 0.01)
     if template.n_compartments >= 3:
         kw.update(k13_per_min=other.k13_per_min + 0.01, k31_per_min=other.k31_per_min + 0.001)
-    return PKParameters.create(**kw)  # type: ignore[arg-type]  # values validated by create
+    return PKParameters.create(**kw)
 
 
 def _stack(ps: list[PKParameters]) -> PKParameters:
     def cat(name: str) -> FloatArray:
         return np.concatenate([getattr(p, name) for p in ps])
 
-    kw: dict[str, object] = {"v1_l": cat("v1_l"), "k10_per_min": cat("k10_per_min")}
+    kw: dict[str, Any] = {"v1_l": cat("v1_l"), "k10_per_min": cat("k10_per_min")}
     kw["ke0_per_min"] = cat("ke0_per_min")
     if ps[0].n_compartments >= 2:
         kw.update(k12_per_min=cat("k12_per_min"), k21_per_min=cat("k21_per_min"))
     if ps[0].n_compartments >= 3:
         kw.update(k13_per_min=cat("k13_per_min"), k31_per_min=cat("k31_per_min"))
     kw["metabolite"] = ps[0].metabolite
-    return PKParameters.create(**kw)  # type: ignore[arg-type]  # values validated by create
+    return PKParameters.create(**kw)
 
 
 def _population(n: int, model_id: str = "kamp-2020", seed: int = 3) -> PKParameters:
