@@ -152,7 +152,7 @@ def test_adult_models_land_in_the_published_end_of_infusion_range(model_id: str)
 
 
 def test_zarate_cmax_lies_inside_the_adult_models_spread() -> None:
-    # Zarate 2006's mean Cmax of 185 ng/mL (venous plasma) is a cross-check, not a fit: it lies
+    # Zarate 2006's mean Cmax of 185 ng/mL is a cross-check, not a fit: it lies
     # within the adult models' spread, near its low end. The default model (Kamp 2020, whose
     # central compartment is arterial) is 37% higher, as documented in docs/models.md.
     ends = {m: _end_of_infusion(m) for m in REGIMEN["adult_models"]}
