@@ -203,12 +203,11 @@ def _plan(schedule: BatchSchedule, times_min: FloatArray) -> _Plan:
     n_grid = len(grid)
     out_idx = np.searchsorted(grid, times_min)
     out_first = np.full(n_grid, -1, dtype=np.intp)
-    duplicates = []
-    for col, gi in enumerate(out_idx):
-        if out_first[gi] < 0:
-            out_first[gi] = col
-        else:
-            duplicates.append((col, int(out_first[gi])))
+    cols = np.arange(len(times_min))
+    # Output times are sorted, so repeated times are adjacent: the first of each group is kept.
+    first = np.concatenate([[True], np.diff(out_idx) != 0])
+    out_first[out_idx[first]] = cols[first]
+    duplicates = [(int(c), int(out_first[out_idx[c]])) for c in cols[~first]]
     dts = np.round(np.diff(grid), _DT_DECIMALS)
     unique_dt, step_dt = np.unique(dts, return_inverse=True)
     if len(bps) >= 2:
@@ -262,19 +261,21 @@ def _runs(plan: _Plan) -> list[tuple[int, int, int, int]]:
 
     A run never crosses a bolus: a bolus at grid index g starts a new run at g.
     """
-    runs = []
     n_steps = plan.n_grid - 1
-    s = 0
-    while s < n_steps:
-        u, seg = plan.step_dt[s], plan.step_seg[s]
-        e = s + 1
-        while e < n_steps and plan.step_dt[e] == u and plan.step_seg[e] == seg:
-            if e in plan.bolus_at:
-                break
-            e += 1
-        runs.append((s, e - s, int(u), int(seg)))
-        s = e
-    return runs
+    if n_steps == 0:
+        return []
+    change = np.zeros(n_steps, dtype=bool)
+    change[0] = True
+    change[1:] = (np.diff(plan.step_dt) != 0) | (np.diff(plan.step_seg) != 0)
+    for g in plan.bolus_at:
+        if 0 < g < n_steps:
+            change[g] = True
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], n_steps)
+    return [
+        (int(a), int(b - a), int(plan.step_dt[a]), int(plan.step_seg[a]))
+        for a, b in zip(starts, ends, strict=True)
+    ]
 
 
 def _powers(e: FloatArray, length: int) -> FloatArray:
@@ -318,6 +319,13 @@ def _run_powers(
             for j, arr in enumerate(targets):
                 arr[col] = y[:, j]
 
+    def record_run(g0: int, y: FloatArray) -> None:
+        """States y (m, N, n_out) at grid points g0+1 .. g0+m."""
+        cols = plan.out_first[g0 + 1 : g0 + 1 + y.shape[0]]
+        hit = cols >= 0
+        for j, arr in enumerate(targets):
+            arr[cols[hit]] = y[hit, :, j]
+
     runs = _runs(plan)
     longest: dict[int, int] = {}
     for _, m, u, _ in runs:
@@ -332,8 +340,7 @@ def _run_powers(
         x[:, k] = _rate(schedule, seg)
         pw = pws[u]
         y = np.einsum("jnok,nk->jno", pw[1 : m + 1][:, :, rows, :], x) * scales
-        for j in range(m):
-            record(g0 + 1 + j, y[j])
+        record_run(g0, y)
         x = np.einsum("nik,nk->ni", pw[m], x)
     last = plan.n_grid - 1
     if last in plan.bolus_at:

@@ -354,3 +354,26 @@ def test_initial_state_continues_a_simulation() -> None:
 def test_bad_output_times_are_input_errors(times: list[float]) -> None:
     with pytest.raises(InputError, match="times_min"):
         simulate(_params("kamp-2020"), Schedule.from_text("1 mg bolus", 70.0), times)
+
+
+def test_repeated_output_times_and_a_bolus_at_the_last_time() -> None:
+    params = _params("kamp-2020")
+    s = Schedule.from_events([Infusion(0.0, 10.0, 1.0), Bolus(10.0, 5.0), Bolus(30.0, 5.0)])
+    t = np.array([5.0, 5.0, 10.0, 10.0, 10.0, 20.0, 30.0, 30.0])
+    pred = simulate(params, s, t)
+    single = simulate(params, s, np.array([5.0, 10.0, 20.0, 30.0]))
+    for a, b in zip(_all(pred), _all(single), strict=True):
+        _close(a[:, [0, 2, 5, 6]], b, rtol=1e-13)
+        _close(a[:, [1, 3, 4, 7]], b[:, [0, 1, 1, 3]], rtol=0.0)
+    # Output times equal to a bolus time report the state just after the bolus.
+    before = simulate(params, s, np.array([30.0 - 1e-9])).cp_mg_per_l[0, 0]
+    assert pred.cp_mg_per_l[0, -1] - before == pytest.approx(5.0 / params.v1_l[0], rel=1e-6)
+
+
+def test_first_output_time_after_zero() -> None:
+    params = _params("domino-1984")
+    s = Schedule.from_text("0.5 mg/kg over 40 min", 70.0)
+    late = simulate(params, s, np.array([30.0, 60.0]))
+    full = simulate(params, s, np.linspace(0.0, 60.0, 7))
+    for a, b in zip(_all(late), _all(full), strict=True):
+        _close(a, b[:, [3, 6]], rtol=1e-12)
