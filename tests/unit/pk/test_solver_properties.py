@@ -377,3 +377,21 @@ def test_first_output_time_after_zero() -> None:
     full = simulate(params, s, np.linspace(0.0, 60.0, 7))
     for a, b in zip(_all(late), _all(full), strict=True):
         _close(a, b[:, [3, 6]], rtol=1e-12)
+
+
+def _cp(sl: slice, pred: Prediction) -> FloatArray:
+    return np.asarray(pred.cp_mg_per_l)
+
+
+def test_float32_outputs_keep_single_precision() -> None:
+    params = _population(40, "flint-2017")
+    s = Schedule.from_text("0.5 mg/kg over 40 min", 70.0)
+    t = np.linspace(0.0, 120.0, 61)
+    (single,) = iter_chunks(params, s, t, reduce=_cp, dtype=np.float32, chunk_size=100)
+    assert single.dtype == np.float32
+    _close(single.astype(np.float64), simulate(params, s, t).cp_mg_per_l, rtol=1e-6)
+
+
+def test_chunk_size_must_be_positive() -> None:
+    with pytest.raises(InputError, match="chunk_size"):
+        simulate(_params("kamp-2020"), Schedule.from_text("1 mg bolus", 70.0), [1.0], chunk_size=0)
