@@ -196,6 +196,8 @@ def reduce_chunk(rows: slice, pred: Prediction) -> Summary:
         t_ce,
         _histogram(cp_tn),
         _histogram(ce_tn),
+        # Measured inside the worker: workers come from a fork server, so they are not this
+        # process's children and RUSAGE_CHILDREN in the parent would not see them.
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     )
 
