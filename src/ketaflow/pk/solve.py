@@ -525,8 +525,10 @@ def _run_modal(
             xa[k] = rate
             xb[k] = rate
         coup = c_u[u]
+        # Without an infusion the rate row is zero: leave it out of the contraction.
+        width = k + 1 if seg >= 0 else k
         for d in range(nd):
-            np.einsum("kn,kn->n", coup[d], xa, out=xb[nc + d])
+            np.einsum("kn,kn->n", coup[d, :width], xa[:width], out=xb[nc + d])
         np.multiply(za, p_u[u], out=zb)
         if seg >= 0:
             key = (int(u), int(seg))
