@@ -7,6 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every subcommand to ``app``."""
-    from ketaflow.cli import pk_commands
+    from ketaflow.cli import demo, pk_commands
 
     pk_commands.register(app)
+    app.command("demo")(demo.demo)

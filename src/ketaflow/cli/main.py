@@ -12,6 +12,7 @@ from typing import Annotated, Final
 
 import click
 import typer
+import typer.exceptions
 
 from ketaflow.errors import (
     AuthError,
@@ -34,6 +35,15 @@ EXIT_CODES: Final[dict[str, int]] = {
     "storage": 6,
     "interrupted": 130,
 }
+
+# Typer >= 0.2x vendors its own copy of Click, older versions use Click itself: accept both so
+# that a usage mistake is always one line and exit 2, never a traceback.
+_EXIT_TYPES: tuple[type[BaseException], ...] = (typer.Exit, click.exceptions.Exit)
+_ABORT_TYPES: tuple[type[BaseException], ...] = (typer.Abort, click.exceptions.Abort)
+_CLI_ERROR_TYPES: tuple[type[BaseException], ...] = (
+    typer.exceptions.TyperException,
+    click.ClickException,
+)
 
 app = typer.Typer(
     name="ketaflow",
@@ -89,18 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     try:
         result = app(args=args, prog_name="ketaflow", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError:
-        return EXIT_CODES["ok"]
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except _EXIT_TYPES as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except _ABORT_TYPES:
         print("ketaflow: interrupted", file=sys.stderr)
         return EXIT_CODES["interrupted"]
-    except click.UsageError as exc:
+    except _CLI_ERROR_TYPES as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                print(ctx.get_help())
+            return EXIT_CODES["ok"]
         if debug:
             raise
-        print(f"ketaflow: error: {_one_line(exc.format_message())}", file=sys.stderr)
-        return EXIT_CODES["bad_input"]
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"ketaflow: error: {_one_line(message)}", file=sys.stderr)
+        is_usage = any(c.__name__ == "UsageError" for c in type(exc).__mro__)
+        return EXIT_CODES["bad_input"] if is_usage else EXIT_CODES["failure"]
     except KetaflowError as exc:
         if debug:
             raise

@@ -20,8 +20,8 @@ from the start of the session (time 0).
 
 >>> parse_dose("0.5 mg/kg over 40 min").resolve(70.0)
 (Infusion(start_min=0.0, end_min=40.0, rate_mg_per_min=0.875),)
->>> parse_dose("bolus 0.1 mg/kg at 5 min").resolve(70.0)
-(Bolus(time_min=5.0, amount_mg=7.000000000000001),)
+>>> parse_dose("bolus 0.25 mg/kg at 5 min").resolve(80.0)
+(Bolus(time_min=5.0, amount_mg=20.0),)
 """
 
 from __future__ import annotations
