@@ -404,8 +404,12 @@ class VirtualSession:
 
     # --- the stream ----------------------------------------------------------------------------
 
-    def stream(self) -> Iterator[SessionEvent]:
-        """Readings and check-ins in time order, reacting to rate changes between events."""
+    def stream(self, *, start_s: float = 0.0) -> Iterator[SessionEvent]:
+        """Readings and check-ins in time order, reacting to rate changes between events.
+
+        ``start_s`` skips the events before it (a monitor connected to a running session); the
+        cuff cadence is still counted from time 0.
+        """
         noise = self._noise
         assert noise is not None, "build sessions with VirtualSession.create"
         cfg = self.config
@@ -414,7 +418,20 @@ class VirtualSession:
         next_cuff_s = 0
         check_in_every_s = cfg.check_in_interval_min * S_PER_MIN
         next_check_in = 1
+        first = max(math.ceil(start_s), 0)
         for s in range(n_s):
+            if s < first:
+                # Keep the cuff cadence of the skipped part without computing any value.
+                if s == next_cuff_s:
+                    interval = (
+                        cfg.cuff_interval_infusing_min
+                        if self.infusing_at(s / S_PER_MIN)
+                        else cfg.cuff_interval_after_min
+                    )
+                    next_cuff_s = s + round(interval * S_PER_MIN)
+                if s == round(next_check_in * check_in_every_s):
+                    next_check_in += 1
+                continue
             self._stream_time_s = float(s)
             ce = self.predicted_ce_ng_per_ml(np.array([float(s)]))
             if not noise.dropout[s]:
