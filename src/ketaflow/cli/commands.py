@@ -11,3 +11,6 @@ def register(app: typer.Typer) -> None:
 
     pk_commands.register(app)
     app.command("demo")(demo.demo)
+    from ketaflow.cli import sim_commands
+
+    sim_commands.register(app)
