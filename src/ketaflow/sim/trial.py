@@ -41,7 +41,7 @@ from ketaflow.errors import InputError
 from ketaflow.pk.population import PopulationSpec
 from ketaflow.sim.arms import TrialArm
 from ketaflow.sim.cohort import Cohort
-from ketaflow.sim.engine import SessionSettings, TrialNoise, run_arm
+from ketaflow.sim.engine import Plan, SessionSettings, TrialNoise, run_arm
 from ketaflow.sim.reducers import (
     Bins,
     Histogram,
@@ -161,6 +161,10 @@ class TrialSpec:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise InputError(f"protocol names must be distinct, got {names}", field="protocol")
+        for arm in self.arms:
+            # Resolve each order once for a nominal patient so that a dose time off the grid or
+            # beyond the horizon fails here, before any work starts.
+            Plan.build(arm, np.array([70.0]), self.settings.grid)
 
     def chunks(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of every chunk, in order."""
