@@ -285,7 +285,7 @@ def _process_pool(spec: TrialSpec, workers: int) -> Iterator[ChunkResult]:
         yield from _in_order(submit, result, spec, 2 * workers)
 
 
-def _dask(spec: TrialSpec, address: str) -> Iterator[ChunkResult]:
+def _dask(spec: TrialSpec, address: str, timeout_s: float) -> Iterator[ChunkResult]:
     # Imported here, not at module import: dask is needed only with a scheduler, and importing it
     # costs a second. Typed as Any: distributed ships no complete type information.
     try:
@@ -296,7 +296,7 @@ def _dask(spec: TrialSpec, address: str) -> Iterator[ChunkResult]:
             field="scheduler",
         ) from exc
     try:
-        client = distributed.Client(address, set_as_default=False, timeout="10s")
+        client = distributed.Client(address, set_as_default=False, timeout=f"{timeout_s}s")
     except OSError as exc:
         raise InputError(
             f"cannot reach the Dask scheduler at {address!r} ({exc}); start one with "
@@ -608,6 +608,7 @@ def run_trial(
     patient_format: Literal["auto", "parquet", "csv"] = "auto",
     progress: bool = False,
     report: bool = True,
+    scheduler_timeout_s: float = 10.0,
 ) -> TrialResult:
     """Run ``spec`` locally (``workers`` processes) or on the Dask scheduler at ``scheduler``.
 
@@ -629,7 +630,7 @@ def run_trial(
         if write_patients:
             writer = PatientWriter(out_dir, fmt=patient_format)
     if scheduler is not None:
-        results = _dask(spec, scheduler)
+        results = _dask(spec, scheduler, scheduler_timeout_s)
     elif workers > 1 and len(spec.chunks()) > 1:
         results = _process_pool(spec, workers)
     else:
