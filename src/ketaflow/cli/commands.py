@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
+
+# One line per command module, so that parallel work merges without conflicts.
+_MODULES = (
+    "ketaflow.cli.pk_commands",
+    "ketaflow.cli.dosing_commands",
+    "ketaflow.cli.demo",
+    "ketaflow.cli.sim_commands",
+)
 
 
 def register(app: typer.Typer) -> None:
     """Attach every subcommand to ``app``."""
-    from ketaflow.cli import demo, pk_commands
-
-    pk_commands.register(app)
-    app.command("demo")(demo.demo)
-    from ketaflow.cli import sim_commands
-
-    sim_commands.register(app)
+    for name in _MODULES:
+        importlib.import_module(name).register(app)

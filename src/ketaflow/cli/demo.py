@@ -51,3 +51,8 @@ def demo(
         f"http://{host}:{port} arrives with the service.)",
         err=True,
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``ketaflow demo``."""
+    app.command("demo")(demo)
