@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_local_cluster_equals_local_run(tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed", reason="dask.distributed not installed")
     spec = make_spec(
-        resolve_arms(["depression-standard", "depression-slow"]),
+        resolve_arms(["depression-standard", "depression-titration"]),
         n=2000,
         seed=31,
         chunk_size=500,

@@ -22,8 +22,9 @@ def _key_rows(summary: dict[str, Any]) -> list[str]:
         "time_above_dissociation_min",
         "discharge_ready_after_end_min",
         "total_dose_mg",
-        "alarm_sbp_gt_180",
-        "alarm_dbp_gt_110",
+        "alarm_SBP_HIGH_STOP",
+        "alarm_DBP_HIGH_STOP",
+        "stopped_early",
     )
     rows = ["protocol\toutcome\tvalue\tci95_low\tci95_high"]
     for arm, data in summary["arms"].items():

@@ -1,13 +1,28 @@
 """Trial arms: what a protocol orders and how staff adjust the pump during a session.
 
-An in-silico trial runs every arm on the same virtual patients. An arm (:class:`TrialArm`) is
-the protocol's order (dose texts, the dosing weight) and its within-session rules
-(:class:`WithinSessionRules`), which see what a clinician sees at each cuff reading during the
-infusion (:class:`Observation`, vectorised over patients) and return the pump settings they
-would confirm (:class:`Adjustment`).
+An in-silico trial runs every arm on the same virtual patients. An arm (:class:`TrialArm`) is a
+protocol's order (dose text, dosing-weight policy), its monitoring cadence and its
+within-session rules (:class:`WithinSessionRules`), which see what a clinician sees at each cuff
+reading during the infusion (:class:`Observation`, vectorised over patients) and return the pump
+settings they would confirm (:class:`Adjustment`).
 
-**Assumption** (stated in every report): a rule's suggestion is applied at the reading that
-triggers it, exactly as suggested, as if the clinician confirmed it at once.
+:func:`protocol_arm` makes an arm from a protocol of :mod:`ketaflow.dosing.protocols`, and its
+in-session decisions (:class:`ProtocolRules`) are made by the dosing package's own
+:func:`~ketaflow.dosing.titration.suggest_in_session`, the function the clinic uses. That
+function takes one event at a time; because every rule condition is a threshold comparison,
+patients whose values fall between the same thresholds get the same suggestion, so it is called
+once per such class (a handful per decision time), not once per patient.
+
+**Assumptions** (stated in every report):
+
+* A suggestion is applied at the reading that triggers it, exactly as suggested, as if the
+  clinician confirmed it at once.
+* When several events of one reading (blood pressure, heart rate, check-in intensity) suggest
+  something, the most severe suggestion wins (stop > pause > slow > continue); two slows apply
+  the larger percentage.
+* A paused infusion is re-checked at the suggested re-check time and resumes at its previous
+  rate when no rule suggests a pause or a stop any more.
+* "I need help" at a check-in is counted but not acted on by the rules (staff attend).
 
 Pump model: the pump follows the order's rate profile on its own *plan clock*. Slowing to a
 fraction ``speed`` runs the plan clock (and every planned rate) at that fraction, so the whole
@@ -17,14 +32,31 @@ infusion for good. The infusion also stops at ``max_infusion_factor`` x the plan
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from ketaflow.dosing.body_size import DosingWeightPolicy, DosingWeightRule, dosing_weight
+from ketaflow.dosing.protocols import Protocol as DosingProtocol
+from ketaflow.dosing.protocols import load_protocol, load_protocol_file
+from ketaflow.dosing.titration import (
+    IN_SESSION_CONDITIONS,
+    BloodPressureEvent,
+    EventKind,
+    HeartRateEvent,
+    InSessionAction,
+    InSessionRule,
+    IntensityEvent,
+    SessionEvent,
+    suggest_in_session,
+)
 from ketaflow.errors import InputError, ProtocolError
+from ketaflow.pk.population import VirtualPopulation
 from ketaflow.pk.schedule import DoseInstruction, parse_dose
 
 FloatArray = npt.NDArray[np.float64]
@@ -37,28 +69,26 @@ ACTION_SLOW: Final = 1
 ACTION_PAUSE: Final = 2
 ACTION_RESUME: Final = 3
 ACTION_STOP: Final = 4
-ACTION_NAMES: Final = {
-    ACTION_NONE: "none",
-    ACTION_SLOW: "slow",
-    ACTION_PAUSE: "pause",
-    ACTION_RESUME: "resume",
-    ACTION_STOP: "stop",
-}
 
 
 @dataclass(frozen=True)
 class Observation:
     """What the clinician sees at a cuff reading during the infusion (arrays over patients).
 
-    Vital signs are the cuff reading just taken (mmHg, /min); ``dissociation`` is the system's
-    *predicted* dissociation (0-1) from what was actually given; check-in scores are 0-10.
-    ``speed`` is the pump's current fraction of the ordered rate, ``paused`` whether it is held.
+    Vital signs are the cuff reading just taken (mmHg, /min); ``bp_consecutive`` counts the
+    readings in a row (this one included) above the arm's BP confirmation thresholds and
+    ``hr_sustained_min`` how long HR has been above the arm's HR threshold (0 at the first such
+    reading). ``dissociation`` is the system's *predicted* dissociation (0-1) from what was
+    actually given; check-in scores are 0-10. ``speed`` is the pump's current fraction of the
+    ordered rate, ``paused`` whether it is held.
     """
 
     time_min: float
     sbp_mm_hg: FloatArray
     dbp_mm_hg: FloatArray
     hr_per_min: FloatArray
+    bp_consecutive: IntArray
+    hr_sustained_min: FloatArray
     sbp0_mm_hg: FloatArray
     dbp0_mm_hg: FloatArray
     dissociation: FloatArray
@@ -77,12 +107,14 @@ class Observation:
 
 @dataclass(frozen=True)
 class Adjustment:
-    """The pump settings after a decision, per patient, and what was done (action codes)."""
+    """The pump settings after a decision, per patient, what was done (action codes) and when
+    to take the next reading (``recheck_after_min``; NaN: the regular cadence)."""
 
     speed: FloatArray
     paused: BoolArray
     stopped: BoolArray
     action: IntArray
+    recheck_after_min: FloatArray
 
 
 class WithinSessionRules(Protocol):
@@ -99,71 +131,6 @@ class WithinSessionRules(Protocol):
 
 
 @dataclass(frozen=True)
-class StandInRules:
-    """Minimal within-session rules used until the dosing package provides the clinic's own.
-
-    In order of precedence, at each cuff reading during the infusion:
-
-    1. "I need help" at the check-in: pause the infusion (staff attend; rule 2 may resume it at
-       the next reading).
-    2. Paused and the reading is below ``resume_sbp``/``resume_dbp``: resume at
-       ``resume_factor`` x the speed before the pause.
-    3. SBP above ``pause_sbp`` or DBP above ``pause_dbp``: pause.
-    4. Check-in intensity at least ``intense_score`` or predicted dissociation at least
-       ``intense_dissociation``: slow by ``slow_fraction`` (not below ``min_speed``).
-
-    Every threshold is a stand-in, not a clinical recommendation: 180/110 mmHg follows the
-    "BP > 180/110" hold criterion quoted in the clinical reference (section 0, [?]).
-    """
-
-    pause_sbp: float = 180.0
-    pause_dbp: float = 110.0
-    resume_sbp: float = 160.0
-    resume_dbp: float = 100.0
-    resume_factor: float = 0.75
-    intense_score: int = 8
-    intense_dissociation: float = 0.8
-    slow_fraction: float = 0.25
-    min_speed: float = 0.25
-
-    @property
-    def description(self) -> str:
-        """What the rules do, in words."""
-        return (
-            "Stand-in rules (until the clinic's dosing rules are available): 'I need help', "
-            f"SBP > {self.pause_sbp:g} or DBP > {self.pause_dbp:g} mmHg pause the infusion, "
-            f"resuming at {self.resume_factor:.0%} of the previous rate once below "
-            f"{self.resume_sbp:g}/{self.resume_dbp:g}; intensity >= {self.intense_score} or "
-            f"predicted dissociation >= {self.intense_dissociation:g} slows it by "
-            f"{self.slow_fraction:.0%} (not below {self.min_speed:.0%} of the ordered rate)."
-        )
-
-    def decide(self, obs: Observation) -> Adjustment:
-        """Apply the four rules above, vectorised."""
-        speed = obs.speed.copy()
-        paused = obs.paused.copy()
-        stopped = np.zeros(obs.n_patients, dtype=np.bool_)
-        action = np.zeros(obs.n_patients, dtype=np.int64)
-        help_ = obs.need_help
-        high = (obs.sbp_mm_hg > self.pause_sbp) | (obs.dbp_mm_hg > self.pause_dbp)
-        ok = (obs.sbp_mm_hg < self.resume_sbp) & (obs.dbp_mm_hg < self.resume_dbp)
-        resume = ~help_ & paused & ok
-        speed[resume] = np.maximum(speed[resume] * self.resume_factor, self.min_speed)
-        paused[resume] = False
-        action[resume] = ACTION_RESUME
-        pause = ~paused & (high | help_)
-        paused[pause] = True
-        action[pause] = ACTION_PAUSE
-        intense = (obs.intensity >= self.intense_score) | (
-            obs.dissociation >= self.intense_dissociation
-        )
-        slow = ~paused & ~resume & intense & (speed > self.min_speed)
-        speed[slow] = np.maximum(speed[slow] * (1.0 - self.slow_fraction), self.min_speed)
-        action[slow] = ACTION_SLOW
-        return Adjustment(speed=speed, paused=paused, stopped=stopped, action=action)
-
-
-@dataclass(frozen=True)
 class NoRules:
     """No within-session adjustments: the order runs as written."""
 
@@ -174,27 +141,213 @@ class NoRules:
 
     def decide(self, obs: Observation) -> Adjustment:
         """Keep every setting."""
+        n = obs.n_patients
         return Adjustment(
             speed=obs.speed.copy(),
             paused=obs.paused.copy(),
-            stopped=np.zeros(obs.n_patients, dtype=np.bool_),
-            action=np.zeros(obs.n_patients, dtype=np.int64),
+            stopped=np.zeros(n, dtype=np.bool_),
+            action=np.zeros(n, dtype=np.int64),
+            recheck_after_min=np.full(n, np.nan),
         )
+
+
+# --- the dosing package's in-session rules, vectorised by equivalence classes --------------------
+
+#: Condition key -> (event variable, comparison) for every key the dosing rules may use. The
+#: comparison is read from the key's documented suffix ("_above": >, "_at_least": >=).
+_CONDITION_VARIABLES: Final[dict[str, tuple[str, str]]] = {
+    "score_at_least": ("score", ">="),
+    "sbp_above": ("sbp", ">"),
+    "dbp_above": ("dbp", ">"),
+    "consecutive_at_least": ("consecutive", ">="),
+    "hr_above": ("hr", ">"),
+    "sustained_min_at_least": ("sustained", ">="),
+}
+#: Valid range of each event variable (the dosing event constructors' checks) and a neutral
+#: value used when no rule looks at the variable.
+_VARIABLE_RANGE: Final[dict[str, tuple[float, float, float]]] = {
+    "score": (0.0, 10.0, 0.0),
+    "sbp": (20.0, 300.0, 120.0),
+    "dbp": (20.0, 200.0, 80.0),
+    "consecutive": (1.0, 1e6, 1.0),
+    "hr": (20.0, 300.0, 70.0),
+    "sustained": (0.0, 1e6, 0.0),
+}
+_EVENT_VARIABLES: Final[dict[EventKind, tuple[str, ...]]] = {
+    EventKind.INTENSITY: ("score",),
+    EventKind.BLOOD_PRESSURE: ("sbp", "dbp", "consecutive"),
+    EventKind.HEART_RATE: ("hr", "sustained"),
+}
+_SEVERITY: Final[dict[InSessionAction, int]] = {
+    InSessionAction.CONTINUE: 0,
+    InSessionAction.SLOW: 1,
+    InSessionAction.PAUSE: 2,
+    InSessionAction.STOP: 3,
+}
+
+
+def _check_condition_keys() -> None:
+    known = {key for keys in IN_SESSION_CONDITIONS.values() for key in keys}
+    missing = known - set(_CONDITION_VARIABLES)
+    if missing:
+        raise ProtocolError(
+            f"in-session condition(s) {sorted(missing)} are not known to the trial simulator; "
+            "add them to ketaflow.sim.arms._CONDITION_VARIABLES"
+        )
+
+
+def _representatives(
+    values: FloatArray, thresholds: Sequence[float], op: str, var: str
+) -> FloatArray:
+    """Map each value to one value of its class (same side of every threshold)."""
+    lo, hi, neutral = _VARIABLE_RANGE[var]
+    if not thresholds:
+        return np.full(values.shape[0], neutral)
+    t = np.array(sorted(set(thresholds)))
+    v = np.clip(values, lo, hi)
+    if op == ">":
+        # Class k: t[k-1] < v <= t[k]; represented by t[k] (by t[-1] + 1 above the top).
+        k = np.searchsorted(t, v, side="left")
+        reps = np.append(t, t[-1] + 1.0)
+    else:
+        # Class k: t[k-1] <= v < t[k]; represented by t[k-1] (by t[0] - 1 below the bottom).
+        k = np.searchsorted(t, v, side="right")
+        reps = np.insert(t, 0, t[0] - 1.0)
+    return np.asarray(np.clip(reps[k], lo, hi), dtype=np.float64)
+
+
+def _event(kind: EventKind, row: Sequence[float]) -> SessionEvent:
+    if kind is EventKind.INTENSITY:
+        return IntensityEvent(score=float(row[0]))
+    if kind is EventKind.BLOOD_PRESSURE:
+        return BloodPressureEvent(
+            sbp_mmhg=float(row[0]), dbp_mmhg=float(row[1]), consecutive_readings=round(row[2])
+        )
+    return HeartRateEvent(hr_bpm=float(row[0]), sustained_min=float(row[1]))
+
+
+@dataclass(frozen=True)
+class ProtocolRules:
+    """A dosing protocol's ``[[in_session]]`` rules, applied to many patients at once."""
+
+    protocol_name: str
+    rules: tuple[InSessionRule, ...]
+
+    def __post_init__(self) -> None:
+        _check_condition_keys()
+
+    @property
+    def description(self) -> str:
+        """What the rules do, in words."""
+        parts = []
+        for r in self.rules:
+            cond = ", ".join(f"{k} {v:g}" for k, v in r.when.items())
+            what = f"slow by {r.slow_by_pct:g} %" if r.slow_by_pct is not None else r.action.value
+            parts.append(f"{r.event.value} ({cond}): {what}")
+        return (
+            f"In-session rules of protocol {self.protocol_name} (ketaflow.dosing, evaluated by "
+            f"suggest_in_session): {'; '.join(parts) or 'none'}."
+        )
+
+    def _suggest(
+        self, kind: EventKind, variables: dict[str, FloatArray]
+    ) -> tuple[IntArray, FloatArray, FloatArray]:
+        """Severity, slow % and re-check (min) per patient for one event kind."""
+        names = _EVENT_VARIABLES[kind]
+        thresholds: dict[str, list[float]] = {v: [] for v in names}
+        ops: dict[str, str] = {}
+        for rule in self.rules:
+            if rule.event is not kind:
+                continue
+            for key, value in rule.when.items():
+                var, op = _CONDITION_VARIABLES[key]
+                thresholds[var].append(float(value))
+                ops[var] = op
+        reps = np.stack(
+            [_representatives(variables[v], thresholds[v], ops.get(v, ">"), v) for v in names],
+            axis=1,
+        )
+        classes, inverse = np.unique(reps, axis=0, return_inverse=True)
+        sev = np.zeros(len(classes), dtype=np.int64)
+        slow = np.zeros(len(classes))
+        recheck = np.full(len(classes), np.nan)
+        for i, row in enumerate(classes):
+            s = suggest_in_session(_event(kind, row.tolist()), self.rules)
+            sev[i] = _SEVERITY[s.action]
+            if s.slow_by_pct is not None and s.action is InSessionAction.SLOW:
+                slow[i] = s.slow_by_pct
+            if s.recheck_after_min is not None:
+                recheck[i] = s.recheck_after_min
+        inv = inverse.reshape(-1)
+        return sev[inv], slow[inv], recheck[inv]
+
+    def decide(self, obs: Observation) -> Adjustment:
+        """Most severe suggestion per patient, turned into pump settings."""
+        n = obs.n_patients
+        severity = np.zeros(n, dtype=np.int64)
+        slow_pct = np.zeros(n)
+        recheck = np.full(n, np.nan)
+        events = {
+            EventKind.INTENSITY: {"score": obs.intensity.astype(np.float64)},
+            EventKind.BLOOD_PRESSURE: {
+                "sbp": obs.sbp_mm_hg,
+                "dbp": obs.dbp_mm_hg,
+                "consecutive": obs.bp_consecutive.astype(np.float64),
+            },
+            EventKind.HEART_RATE: {"hr": obs.hr_per_min, "sustained": obs.hr_sustained_min},
+        }
+        for kind, variables in events.items():
+            sev, slow, rc = self._suggest(kind, variables)
+            severity = np.maximum(severity, sev)
+            slow_pct = np.maximum(slow_pct, slow)
+            recheck = np.fmin(recheck, rc)
+        speed = obs.speed.copy()
+        paused = obs.paused.copy()
+        stopped = severity == _SEVERITY[InSessionAction.STOP]
+        pause = severity == _SEVERITY[InSessionAction.PAUSE]
+        slow = severity == _SEVERITY[InSessionAction.SLOW]
+        action = np.zeros(n, dtype=np.int64)
+        resume = paused & ~stopped & ~pause
+        action[resume] = ACTION_RESUME
+        paused[resume] = False
+        new_pause = pause & ~paused
+        action[new_pause] = ACTION_PAUSE
+        paused |= pause
+        speed[slow] *= 1.0 - slow_pct[slow] / 100.0
+        action[slow] = ACTION_SLOW
+        action[stopped] = ACTION_STOP
+        return Adjustment(
+            speed=speed, paused=paused, stopped=stopped, action=action, recheck_after_min=recheck
+        )
+
+
+# --- arms ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TrialArm:
-    """One protocol as a trial arm: its order and its within-session rules.
+    """One protocol as a trial arm: order, dosing weight, monitoring cadence and rules.
 
-    ``doses`` are dose texts (the one grammar of :mod:`ketaflow.pk.schedule`); per-kg doses use
-    the actual body weight (the landmark trials' basis, PK reference section 4.5).
+    ``doses`` are dose texts (the one grammar of :mod:`ketaflow.pk.schedule`). Cuff readings are
+    taken every ``vitals_during_infusion_every_min`` while the infusion runs (or is paused) and
+    every ``vitals_after_infusion_every_min`` after it; ``confirm_*`` and ``sustained_hr_above``
+    say which readings count as consecutive high BP or sustained high HR for the rules.
     """
 
     name: str
     doses: tuple[str, ...]
-    rules: WithinSessionRules = field(default_factory=StandInRules)
+    rules: WithinSessionRules = field(default_factory=NoRules)
+    dosing_weight_rule: DosingWeightRule = field(
+        default_factory=lambda: DosingWeightRule(DosingWeightPolicy.ACTUAL)
+    )
+    vitals_during_infusion_every_min: float = 10.0
+    vitals_after_infusion_every_min: float = 15.0
+    min_observation_after_infusion_min: float = 60.0
+    confirm_sbp_above: float = 180.0
+    confirm_dbp_above: float = 110.0
+    sustained_hr_above: float = 120.0
     max_infusion_factor: float = 2.0
-    source: str = "stand-in"
+    source: str = "custom"
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -206,46 +359,68 @@ class TrialArm:
                 f"max_infusion_factor must be >= 1, got {self.max_infusion_factor}",
                 field="max_infusion_factor",
             )
+        for name in ("vitals_during_infusion_every_min", "vitals_after_infusion_every_min"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 5.0):
+                raise ProtocolError(
+                    f"arm {self.name!r}: {name} must be >= 5 min for the trial's noise slots, "
+                    f"got {value}",
+                    field=name,
+                )
         self.instructions()  # parse now, so a bad dose text fails at definition
 
     def instructions(self) -> list[DoseInstruction]:
         """The parsed dose texts."""
         return [parse_dose(text) for text in self.doses]
 
+    def dosing_weight_kg(self, pop: VirtualPopulation) -> FloatArray:
+        """Dosing weight of every patient under the arm's policy (dosing package rules).
 
-#: Stand-in protocols (racemic IV ketamine for depression, clinical and PK references
-#: section 4.1) used until the dosing package's protocol files are available.
-STAND_IN_PROTOCOLS: Final[dict[str, tuple[str, ...]]] = {
-    # 0.5 mg/kg over 40 min: the standard antidepressant regimen.
-    "depression-standard": ("0.5 mg/kg over 40 min",),
-    # 0.5 mg/kg over 100 min: the slower Mayo variant (Singh 2019 letter, [V1-sec]).
-    "depression-slow": ("0.5 mg/kg over 100 min",),
-    # 0.75 mg/kg over 40 min: the upper end of the usual titration range (Andrade 2017).
-    "depression-high": ("0.75 mg/kg over 40 min",),
-}
+        ``actual`` and ``actual_capped`` are computed for all patients at once; ``ideal`` and
+        ``adjusted`` call :func:`ketaflow.dosing.body_size.dosing_weight` per patient.
+        """
+        rule = self.dosing_weight_rule
+        if rule.policy is DosingWeightPolicy.ACTUAL:
+            return pop.weight_kg.copy()
+        if rule.policy is DosingWeightPolicy.ACTUAL_CAPPED:
+            assert rule.cap_kg is not None
+            return np.asarray(np.minimum(pop.weight_kg, rule.cap_kg), dtype=np.float64)
+
+        def one(w: float, h: float, s: str) -> float:
+            return dosing_weight(rule, weight_kg=w, height_cm=h, sex=s).weight_kg
+
+        rows = zip(pop.weight_kg, pop.height_cm, pop.sex, strict=True)
+        return np.array([one(float(w), float(h), str(s)) for w, h, s in rows], dtype=np.float64)
 
 
-def stand_in_arm(name: str) -> TrialArm:
-    """A stand-in arm by protocol name (see :data:`STAND_IN_PROTOCOLS`)."""
-    key = name.strip().lower()
-    if key not in STAND_IN_PROTOCOLS:
-        raise ProtocolError(
-            f"unknown protocol {name!r}; choose one of {', '.join(sorted(STAND_IN_PROTOCOLS))}",
-            field="protocol",
-        )
-    return TrialArm(name=key, doses=STAND_IN_PROTOCOLS[key], rules=StandInRules())
+def protocol_arm(protocol: DosingProtocol, *, max_infusion_factor: float = 2.0) -> TrialArm:
+    """The trial arm of a dosing protocol: its dose, policy, monitoring and in-session rules."""
+    return TrialArm(
+        name=protocol.name,
+        doses=(protocol.dose_text,),
+        rules=ProtocolRules(protocol.name, tuple(protocol.in_session)),
+        dosing_weight_rule=protocol.dosing_weight.rule,
+        vitals_during_infusion_every_min=protocol.monitoring.vitals_during_infusion_every_min,
+        vitals_after_infusion_every_min=protocol.monitoring.vitals_after_infusion_every_min,
+        min_observation_after_infusion_min=protocol.monitoring.min_observation_after_infusion_min,
+        confirm_sbp_above=protocol.alarms.stop_sbp_mmhg,
+        confirm_dbp_above=protocol.alarms.stop_dbp_mmhg,
+        sustained_hr_above=protocol.alarms.hr_above_bpm,
+        max_infusion_factor=max_infusion_factor,
+        source=f"ketaflow.dosing protocol {protocol.name} v{protocol.version}",
+    )
 
 
 def resolve_arms(names: Sequence[str]) -> list[TrialArm]:
-    """Trial arms for protocol names, in order; names must be distinct."""
+    """Trial arms for protocol names (shipped protocols) or paths to protocol TOML files."""
     if not names:
         raise InputError("give at least one --protocol", field="protocol")
-    seen: set[str] = set()
-    arms = []
+    arms: list[TrialArm] = []
     for n in names:
-        arm = stand_in_arm(n)
-        if arm.name in seen:
+        looks_like_file = n.endswith(".toml") or "/" in n
+        protocol = load_protocol_file(Path(n)) if looks_like_file else load_protocol(n)
+        arm = protocol_arm(protocol)
+        if any(a.name == arm.name for a in arms):
             raise InputError(f"protocol {arm.name!r} is given twice", field="protocol")
-        seen.add(arm.name)
         arms.append(arm)
     return arms

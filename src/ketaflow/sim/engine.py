@@ -26,12 +26,14 @@ motion artefacts (the clinic would repeat a corrupted cuff reading).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from ketaflow.clinical.alarms import AlarmRules, Phase, VitalRule, load_alarm_rules
+from ketaflow.clinical.discharge import discharge_criteria
 from ketaflow.errors import InputError, ProtocolError
 from ketaflow.pk.effect import DBP_RISE, HR_RISE, SBP_RISE
 from ketaflow.pk.population import draw_by_block
@@ -104,64 +106,65 @@ class TimeGrid:
 
 
 @dataclass(frozen=True)
-class AlarmThreshold:
-    """A single-reading threshold on a cuff-time vital sign (stand-in for clinic alarm rules)."""
-
-    key: str
-    kind: str
-    above: float
-    label: str
-
-
-@dataclass(frozen=True)
-class DischargeCriteria:
+class DischargeRule:
     """When a patient counts as ready for discharge (predicted, noise-free).
 
-    Ready at the first time, at least ``min_observation_min`` after the infusion ended, from
-    which on the predicted dissociation stays below ``max_dissociation`` and the predicted SBP
-    and DBP rises stay at most ``max_sbp_rise_mm_hg`` / ``max_dbp_rise_mm_hg`` above baseline.
-    Stand-in until the clinic's discharge criteria are available; the clinic adds bedside
-    checks (Aldrete/PADSS scores, escort) that a PK/PD model cannot predict. With these defaults
-    the median virtual patient of the standard regimen is ready about 55 min after the end of
-    the infusion, in line with BP and HR back to baseline within 1.5 h of the start (Szarmach
-    2020, clinical reference section 2.3 of the PK notes); the values are assumptions.
+    Ready at the first time, at least ``min_observation_min`` after the infusion ended (or the
+    arm's own minimum, whichever is longer), from which on the predicted SBP and DBP stay within
+    ``sbp_tolerance_mm_hg`` / ``dbp_tolerance_mm_hg`` of baseline, HR within
+    ``hr_tolerance_pct`` % of baseline, and the predicted dissociation below
+    ``max_dissociation``. The numbers come from the clinic's discharge profile
+    (:func:`ketaflow.clinical.discharge_criteria`, ``iv_ketamine``) except ``max_dissociation``,
+    the simulator's stand-in for "mental status back to baseline" (an assumption: no published
+    threshold). The clinic's bedside criteria (Aldrete score, escort, no-driving) cannot be
+    predicted and are taken as met.
     """
 
-    min_observation_min: float = 30.0
+    profile: str = "iv_ketamine"
+    min_observation_min: float = 60.0
+    sbp_tolerance_mm_hg: float = 20.0
+    dbp_tolerance_mm_hg: float = 20.0
+    hr_tolerance_pct: float = 20.0
     max_dissociation: float = 0.15
-    max_sbp_rise_mm_hg: float = 15.0
-    max_dbp_rise_mm_hg: float = 10.0
+
+    @classmethod
+    def from_clinic(
+        cls, profile: str = "iv_ketamine", max_dissociation: float = 0.15
+    ) -> DischargeRule:
+        """The clinic's discharge profile plus the simulator's dissociation threshold."""
+        c = discharge_criteria(profile)
+        return cls(
+            profile=c.profile,
+            min_observation_min=c.min_observation_min,
+            sbp_tolerance_mm_hg=c.sbp_tolerance_mmhg,
+            dbp_tolerance_mm_hg=c.dbp_tolerance_mmhg,
+            hr_tolerance_pct=c.hr_tolerance_pct,
+            max_dissociation=max_dissociation,
+        )
 
 
-#: Stand-in alarm thresholds: the "consider stopping" and PRN-protocol values quoted in the
-#: clinical reference, section 0 ([?]: attributed to Sanacora 2017, not verified there).
-DEFAULT_ALARMS: Final = (
-    AlarmThreshold("sbp_gt_180", "sbp", 180.0, "SBP > 180 mmHg"),
-    AlarmThreshold("dbp_gt_110", "dbp", 110.0, "DBP > 110 mmHg"),
-    AlarmThreshold("sbp_gt_200", "sbp", 200.0, "SBP > 200 mmHg"),
-    AlarmThreshold("dbp_gt_120", "dbp", 120.0, "DBP > 120 mmHg"),
-    AlarmThreshold("hr_gt_110", "hr", 110.0, "HR > 110 /min"),
-)
+#: Vital signs read at cuff times in a trial, and the clinic alarm rules evaluated on them.
+TRIAL_VITALS: Final = ("sbp", "dbp", "hr")
+#: Reading phases, in the clinic's vocabulary (clinical.alarms.Phase values), by code 0-3.
+PHASES: Final = ("pre_infusion", "infusing", "paused", "recovery")
+
+
+def trial_alarm_rules(rules: AlarmRules | None = None) -> tuple[VitalRule, ...]:
+    """The clinic's physiological vital-sign rules on SBP, DBP and HR (default rule set)."""
+    rs = load_alarm_rules() if rules is None else rules
+    return tuple(r for r in rs.rules if isinstance(r, VitalRule) and r.vital.value in TRIAL_VITALS)
 
 
 @dataclass(frozen=True)
 class SessionSettings:
-    """Everything about a simulated session that is not the arm: grid, cadence, criteria."""
+    """Everything about a simulated session that is not the arm: grid and clinic criteria."""
 
     grid: TimeGrid = TimeGrid()
-    cuff_interval_infusing_min: float = 10.0
-    cuff_interval_after_min: float = 15.0
     dissociation_threshold: float = 0.5
-    alarms: tuple[AlarmThreshold, ...] = DEFAULT_ALARMS
-    discharge: DischargeCriteria = DischargeCriteria()
+    alarm_rules: tuple[VitalRule, ...] = field(default_factory=trial_alarm_rules)
+    discharge: DischargeRule = field(default_factory=DischargeRule.from_clinic)
 
     def __post_init__(self) -> None:
-        for name in ("cuff_interval_infusing_min", "cuff_interval_after_min"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= NOISE_SLOT_MIN):
-                raise InputError(
-                    f"{name} must be >= {NOISE_SLOT_MIN:g} min, got {value}", field=name
-                )
         if not 0.0 < self.dissociation_threshold < 1.0:
             raise InputError(
                 f"dissociation_threshold must lie in (0, 1), got {self.dissociation_threshold}",
@@ -298,8 +301,8 @@ def run_arm(
 ) -> ArmResult:
     """Simulate one session of ``arm`` for every patient of ``cohort``.
 
-    Returns per-patient outcomes (see :data:`OUTCOME_UNITS` in :mod:`ketaflow.sim.trial`) and
-    the traces of Cp, Ce (ng/mL) and predicted dissociation on the grid, laid out (T, n).
+    Returns per-patient outcomes (see :func:`ketaflow.sim.trial.outcome_specs` for units and
+    meaning) and the traces of Cp, Ce (ng/mL) and predicted dissociation on the grid, (T, n).
     """
     grid = settings.grid
     dt = grid.dt_min
@@ -316,7 +319,7 @@ def run_arm(
     used = [j for j in range(k) if np.any(cols[j] != 0.0)]
     gam = np.ascontiguousarray(gamma.T)
     inv_v1 = 1.0 / params.v1_l
-    plan = Plan.build(arm, pop.weight_kg, grid)
+    plan = Plan.build(arm, arm.dosing_weight_kg(pop), grid)
     max_end = plan.end_min * arm.max_infusion_factor
 
     s_bp = pop.pd_factor("bp_sensitivity")
@@ -339,9 +342,12 @@ def run_arm(
     end_min = np.full(n, np.nan)
     delivered = np.zeros(n)
     next_cuff = np.zeros(n)
-    # Every cuff reading, kept so that alarms count only readings taken before discharge.
-    max_readings = int(grid.horizon_min // settings.cuff_interval_infusing_min) + 2
-    readings = {kind: np.full((n, max_readings), np.nan) for kind in ("time", "sbp", "dbp", "hr")}
+    bp_run = np.zeros(n, dtype=np.int64)  # consecutive readings above the BP confirm thresholds
+    hr_since = np.full(n, np.nan)  # time of the first reading of the current high-HR run
+    # Every cuff reading is kept (with its phase) so that alarms count only readings taken before
+    # discharge and in the phases each clinic rule watches.
+    max_readings = int(grid.horizon_min // NOISE_SLOT_MIN) + 2
+    readings = {key: np.full((n, max_readings), np.nan) for key in ("time", "phase", *TRIAL_VITALS)}
     n_readings = np.zeros(n, dtype=np.int64)
     n_slow = np.zeros(n, dtype=np.int64)
     n_pause = np.zeros(n, dtype=np.int64)
@@ -364,16 +370,28 @@ def run_arm(
                 + s_bp[due] * DBP_RISE.effect(ce_d, enantiomer=enant)
                 + noise.dbp[due, slot]
             )
+            dbp = np.minimum(dbp, sbp - 10.0)
             hr = np.rint(
                 cohort.hr0_per_min[due]
                 + s_hr[due] * HR_RISE.effect(ce_d, enantiomer=enant)
                 + noise.hr[due, slot]
             )
-            slot_r = np.minimum(n_readings[due], max_readings - 1)
-            for kind, v in (("time", t), ("sbp", sbp), ("dbp", dbp), ("hr", hr)):
-                readings[kind][due, slot_r] = v
-            n_readings[due] += 1
             infusing = ~(done[due] | stopped[due])
+            phase = np.where(infusing, np.where(paused[due], 2.0, 1.0), 3.0)
+            if t == 0.0:
+                phase[:] = 0.0  # the pre-dose baseline reading
+            slot_r = np.minimum(n_readings[due], max_readings - 1)
+            for key, v in (("time", t), ("phase", phase), ("sbp", sbp), ("dbp", dbp), ("hr", hr)):
+                readings[key][due, slot_r] = v
+            n_readings[due] += 1
+            high_bp = (sbp > arm.confirm_sbp_above) | (dbp > arm.confirm_dbp_above)
+            bp_run[due] = np.where(high_bp, bp_run[due] + 1, 0)
+            high_hr = hr > arm.sustained_hr_above
+            hr_since[due] = np.where(high_hr, np.fmin(hr_since[due], t), np.nan)
+            regular = np.where(
+                infusing, arm.vitals_during_infusion_every_min, arm.vitals_after_infusion_every_min
+            )
+            recheck = np.full(due.size, np.nan)
             rows = due[infusing]
             if rows.size:
                 diss = cohort.dissociation(ce_d[infusing], rows=rows)
@@ -391,6 +409,8 @@ def run_arm(
                     sbp_mm_hg=sbp[infusing],
                     dbp_mm_hg=dbp[infusing],
                     hr_per_min=hr[infusing],
+                    bp_consecutive=bp_run[rows],
+                    hr_sustained_min=np.where(np.isnan(hr_since[rows]), 0.0, t - hr_since[rows]),
                     sbp0_mm_hg=cohort.sbp0_mm_hg[rows],
                     dbp0_mm_hg=cohort.dbp0_mm_hg[rows],
                     dissociation=diss,
@@ -412,11 +432,10 @@ def run_arm(
                 modified[rows[changed]] = True
                 n_slow[rows] += adj.action == ACTION_SLOW
                 n_pause[rows] += adj.action == ACTION_PAUSE
-            interval = np.where(
-                done[due] | stopped[due],
-                settings.cuff_interval_after_min,
-                settings.cuff_interval_infusing_min,
-            )
+                recheck[infusing] = adj.recheck_after_min
+            # A re-check asked for by a rule comes sooner than the regular reading, never later;
+            # readings at least one noise slot apart keep their noise independent.
+            interval = np.maximum(np.fmin(regular, recheck), NOISE_SLOT_MIN)
             next_cuff[due] = t + interval
 
         # --- rates and boluses for [t, t + dt) -----------------------------------------------
@@ -459,6 +478,7 @@ def run_arm(
     diss = cohort.dissociation(ce_out.T).T  # (T, n)
     outcomes = _outcomes(
         cohort,
+        arm,
         settings,
         plan,
         cp_out,
@@ -466,7 +486,6 @@ def run_arm(
         end_min=end_min,
         delivered=delivered,
         readings=readings,
-        n_readings=n_readings,
         n_slow=n_slow,
         n_pause=n_pause,
         stopped=stopped,
@@ -478,6 +497,7 @@ def run_arm(
 
 def _outcomes(
     cohort: Cohort,
+    arm: TrialArm,
     settings: SessionSettings,
     plan: Plan,
     cp: FloatArray,
@@ -486,7 +506,6 @@ def _outcomes(
     end_min: FloatArray,
     delivered: FloatArray,
     readings: dict[str, FloatArray],
-    n_readings: IntArray,
     n_slow: IntArray,
     n_pause: IntArray,
     stopped: BoolArray,
@@ -496,31 +515,36 @@ def _outcomes(
     grid = settings.grid
     dt = grid.dt_min
     times = grid.times_min()
+    n = ce.shape[1]
     peak_ce = ce.max(axis=0)
     c_thr = cohort.dissociation_threshold_ce(settings.dissociation_threshold)
     time_above = (ce > c_thr).sum(axis=0) * dt
     crit = settings.discharge
+    hr_tol = crit.hr_tolerance_pct / 100.0 * cohort.hr0_per_min
     c_ok = np.minimum.reduce(
         [
             cohort.dissociation_threshold_ce(crit.max_dissociation),
-            cohort.rise_threshold_ce(SBP_RISE, "bp_sensitivity", crit.max_sbp_rise_mm_hg),
-            cohort.rise_threshold_ce(DBP_RISE, "bp_sensitivity", crit.max_dbp_rise_mm_hg),
+            cohort.rise_threshold_ce(SBP_RISE, "bp_sensitivity", crit.sbp_tolerance_mm_hg),
+            cohort.rise_threshold_ce(DBP_RISE, "bp_sensitivity", crit.dbp_tolerance_mm_hg),
+            _rise_threshold_per_patient(cohort, hr_tol),
         ]
     )
     # Ready from the first grid time after max(end + minimum observation, Ce peak) at which Ce
     # is below the patient's limit: after its peak Ce only falls (no more drug), so it stays so.
+    min_obs = max(crit.min_observation_min, arm.min_observation_after_infusion_min)
     end = np.where(np.isnan(end_min), grid.horizon_min, end_min)
     t_peak = times[ce.argmax(axis=0)]
-    earliest = np.maximum(end + crit.min_observation_min, t_peak)
+    earliest = np.maximum(end + min_obs, t_peak)
     ok = (ce < c_ok) & (times[:, None] >= earliest - 1e-9)
     first = ok.argmax(axis=0)
-    found = ok[first, np.arange(ce.shape[1])] & ~np.isnan(end_min)
+    found = ok[first, np.arange(n)] & ~np.isnan(end_min)
     ready_after_end = np.where(found, times[first] - end, np.nan)
     # The session (and its monitoring) lasts until discharge readiness, else to the horizon.
     session_end = np.where(found, times[first], grid.horizon_min)
     in_session = readings["time"] <= session_end[:, None] + 1e-9
-    vital = {kind: np.where(in_session, readings[kind], -np.inf) for kind in ("sbp", "dbp", "hr")}
+    vital = {kind: np.where(in_session, readings[kind], np.nan) for kind in TRIAL_VITALS}
     out: dict[str, npt.NDArray[np.generic]] = {
+        "dosing_weight_kg": arm.dosing_weight_kg(cohort.population),
         "peak_cp_ng_per_ml": cp.max(axis=0),
         "peak_ce_ng_per_ml": peak_ce,
         "peak_dissociation": cohort.dissociation(peak_ce),
@@ -529,15 +553,86 @@ def _outcomes(
         "discharge_ready_after_end_min": ready_after_end,
         "total_dose_mg": delivered,
         "ordered_dose_mg": plan.ordered_mg,
-        "max_sbp_mm_hg": vital["sbp"].max(axis=1),
-        "max_dbp_mm_hg": vital["dbp"].max(axis=1),
-        "max_hr_per_min": vital["hr"].max(axis=1),
+        "max_sbp_mm_hg": np.nanmax(vital["sbp"], axis=1),
+        "max_dbp_mm_hg": np.nanmax(vital["dbp"], axis=1),
+        "max_hr_per_min": np.nanmax(vital["hr"], axis=1),
         "n_cuff_readings": in_session.sum(axis=1),
         "n_slowdowns": n_slow,
         "n_pauses": n_pause,
         "stopped_early": stopped & ~done,
         "need_help": need_help,
     }
-    for a in settings.alarms:
-        out[f"alarm_{a.key}"] = np.any(vital[a.kind] > a.above, axis=1)
+    baseline = {kind: readings[kind][:, 0] for kind in TRIAL_VITALS}
+    for rule in settings.alarm_rules:
+        out[f"alarm_{rule.spec.code}"] = alarm_fired(
+            rule,
+            readings["time"],
+            readings["phase"],
+            vital[rule.vital.value],
+            baseline[rule.vital.value],
+        )
     return out
+
+
+def _rise_threshold_per_patient(cohort: Cohort, hr_tol: FloatArray) -> FloatArray:
+    """Per-patient Ce at which the HR rise reaches each patient's tolerance (inf if never)."""
+    s = cohort.population.pd_factor("hr_sensitivity")
+    frac = hr_tol / (s * HR_RISE.emax)
+    out = np.full(cohort.n_patients, np.inf)
+    ok = frac < 1.0
+    ca = HR_RISE.c50_ng_per_ml * (frac[ok] / (1.0 - frac[ok])) ** (1.0 / HR_RISE.gamma)
+    out[ok] = ca / HR_RISE.active_fraction(cohort.enantiomer)
+    return out
+
+
+#: Rules whose ``sustain_s`` is at most this are taken as met by one violating cuff-time reading
+#: (a continuous monitor would show the condition that long); longer ones need consecutive
+#: violating readings spanning at least ``sustain_s``.
+SINGLE_READING_SUSTAIN_S: Final = 60.0
+
+
+def alarm_fired(
+    rule: VitalRule,
+    times_min: FloatArray,
+    phases: FloatArray,
+    values: FloatArray,
+    baseline: FloatArray,
+) -> BoolArray:
+    """Whether the clinic alarm ``rule`` would fire on each patient's readings (n, R).
+
+    Violation per reading is decided by the clinic's own :meth:`VitalRule.violates` (called once
+    per distinct value/baseline pair); the rule's phases, ``confirm_readings`` within
+    ``confirm_window_s`` and ``sustain_s`` are then applied across consecutive readings.
+    """
+    n, r = values.shape
+    phase_ok = np.zeros_like(values, dtype=np.bool_)
+    for code, name in enumerate(PHASES):
+        if Phase(name) in rule.spec.phases:
+            phase_ok |= phases == code
+    valid = ~np.isnan(values)
+    base = np.broadcast_to(baseline[:, None], values.shape)
+    pairs = np.stack([np.where(valid, values, 0.0).ravel(), np.nan_to_num(base).ravel()], 1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    verdict = np.array([rule.violates(float(v), float(b)) for v, b in uniq], dtype=np.bool_)
+    violates = verdict[inverse.reshape(-1)].reshape(n, r) & valid & phase_ok
+    need = max(rule.confirm_readings, 1)
+    window_min = rule.confirm_window_s / 60.0
+    sustain_min = rule.sustain_s / 60.0
+    if need == 1 and rule.sustain_s <= SINGLE_READING_SUSTAIN_S:
+        return np.asarray(violates.any(axis=1), dtype=np.bool_)
+    fired = np.zeros(n, dtype=np.bool_)
+    run = np.zeros(n, dtype=np.int64)
+    run_start = np.full(n, np.nan)
+    for j in range(r):
+        v = violates[:, j]
+        t = times_min[:, j]
+        run = np.where(v, run + 1, 0)
+        run_start = np.where(v, np.where(run == 1, t, run_start), np.nan)
+        span = t - run_start
+        ok = v & (run >= need)
+        if need > 1:
+            ok &= span <= window_min + 1e-9
+        if rule.sustain_s > SINGLE_READING_SUSTAIN_S:
+            ok &= (run >= 2) & (span >= sustain_min - 1e-9)
+        fired |= ok
+    return fired

@@ -113,6 +113,9 @@ def _outcome_specs(settings: SessionSettings) -> dict[str, OutcomeSpec]:
             censored=True,
             description="NaN (censored) when not ready within the horizon",
         ),
+        "dosing_weight_kg": OutcomeSpec(
+            "Dosing weight", "kg", "continuous", Bins("linear", 0.0, 250.0, 500)
+        ),
         "total_dose_mg": OutcomeSpec(
             "Total dose given", "mg", "continuous", Bins("linear", 0, 500, 1000)
         ),
@@ -134,8 +137,13 @@ def _outcome_specs(settings: SessionSettings) -> dict[str, OutcomeSpec]:
         "stopped_early": OutcomeSpec("Infusion stopped before the full dose", "share", "binary"),
         "need_help": OutcomeSpec("'I need help' at a check-in", "share", "binary"),
     }
-    for a in settings.alarms:
-        specs[f"alarm_{a.key}"] = OutcomeSpec(f"Reading with {a.label}", "share", "binary")
+    for rule in settings.alarm_rules:
+        specs[f"alarm_{rule.spec.code}"] = OutcomeSpec(
+            f"Alarm {rule.spec.code}",
+            "share",
+            "binary",
+            description=f"{rule.spec.message} ({rule.spec.priority.value} priority)",
+        )
     return specs
 
 
@@ -469,22 +477,29 @@ def _meta(spec: TrialSpec) -> dict[str, Any]:
             {
                 "name": a.name,
                 "doses": list(a.doses),
+                "dosing_weight": a.dosing_weight_rule.describe(),
                 "rules": a.rules.description,
                 "source": a.source,
                 "max_infusion_factor": a.max_infusion_factor,
+                "vitals_during_infusion_every_min": a.vitals_during_infusion_every_min,
+                "vitals_after_infusion_every_min": a.vitals_after_infusion_every_min,
+                "min_observation_after_infusion_min": a.min_observation_after_infusion_min,
             }
             for a in spec.arms
         ],
         "grid": {"horizon_min": st.grid.horizon_min, "dt_min": st.grid.dt_min},
-        "cuff_interval_infusing_min": st.cuff_interval_infusing_min,
-        "cuff_interval_after_min": st.cuff_interval_after_min,
         "dissociation_threshold": st.dissociation_threshold,
-        "alarms": [{"key": a.key, "label": a.label} for a in st.alarms],
+        "alarms": [
+            {"code": r.spec.code, "message": r.spec.message, "source": r.spec.source}
+            for r in st.alarm_rules
+        ],
         "discharge": {
+            "profile": st.discharge.profile,
             "min_observation_min": st.discharge.min_observation_min,
             "max_dissociation": st.discharge.max_dissociation,
-            "max_sbp_rise_mm_hg": st.discharge.max_sbp_rise_mm_hg,
-            "max_dbp_rise_mm_hg": st.discharge.max_dbp_rise_mm_hg,
+            "sbp_tolerance_mm_hg": st.discharge.sbp_tolerance_mm_hg,
+            "dbp_tolerance_mm_hg": st.discharge.dbp_tolerance_mm_hg,
+            "hr_tolerance_pct": st.discharge.hr_tolerance_pct,
         },
         "assumptions": ASSUMPTIONS,
     }
@@ -492,14 +507,18 @@ def _meta(spec: TrialSpec) -> dict[str, Any]:
 
 #: Stated in every report.
 ASSUMPTIONS: Final = (
-    "Within-session rule suggestions are applied at the reading that triggers them, exactly as "
-    "suggested, as if the clinician confirmed them at once.",
+    "Within-session rule suggestions (the protocol's own rules, evaluated by the dosing "
+    "package) are applied at the reading that triggers them, exactly as suggested, as if the "
+    "clinician confirmed them at once; the most severe of simultaneous suggestions wins.",
+    "A paused infusion is re-checked at the rule's re-check time and resumes at its previous "
+    "rate when no rule suggests a pause or stop any more.",
     "Slowing the pump stretches the ordered profile in time (the full dose is still given) up to "
     "the arm's maximum infusion time; a pause holds it.",
     "Dissociation, BP and HR rises are predicted from the effect-site concentration with the "
     "shared PD models scaled by individual multipliers; their variability is assumed.",
-    "Alarm shares count cuff readings (every 10 min during and 15 min after the infusion, with "
-    "physiological and measurement noise, no motion artefacts) until discharge readiness.",
+    "Alarm shares apply the clinic's alarm rules to cuff-time readings of SBP, DBP and HR (the "
+    "protocol's cadence, with physiological and measurement noise, no motion artefacts) until "
+    "discharge readiness; 'sustained' HR rules need consecutive readings over the sustain time.",
     "Discharge readiness is predicted from PK/PD only; bedside criteria (escort, scores) are not "
     "modelled.",
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +18,12 @@ from ketaflow.sim.arms import (
     ACTION_PAUSE,
     ACTION_RESUME,
     ACTION_SLOW,
+    ACTION_STOP,
     Adjustment,
     NoRules,
     Observation,
-    StandInRules,
     TrialArm,
     resolve_arms,
-    stand_in_arm,
 )
 from ketaflow.sim.cohort import Cohort
 from ketaflow.sim.engine import SessionSettings, TimeGrid, TrialNoise, run_arm
@@ -81,6 +82,7 @@ def test_slowing_stretches_the_order_and_still_gives_the_full_dose(
                 paused=obs.paused.copy(),
                 stopped=np.zeros(obs.n_patients, dtype=bool),
                 action=np.where(slow, ACTION_SLOW, ACTION_NONE),
+                recheck_after_min=np.full(obs.n_patients, np.nan),
             )
 
     arm = TrialArm("halved", ("0.5 mg/kg over 40 min",), rules=HalveAt10())
@@ -104,6 +106,7 @@ def test_pause_holds_and_the_infusion_stops_at_the_maximum_time(
                 paused=np.full(obs.n_patients, now) | obs.paused,
                 stopped=np.zeros(obs.n_patients, dtype=bool),
                 action=np.full(obs.n_patients, ACTION_PAUSE if now else ACTION_NONE),
+                recheck_after_min=np.full(obs.n_patients, np.nan),
             )
 
     arm = TrialArm(
@@ -115,48 +118,160 @@ def test_pause_holds_and_the_infusion_stops_at_the_maximum_time(
     assert o["stopped_early"].all()
 
 
-def test_stand_in_rules_table() -> None:
-    rules = StandInRules()
-    n = 5
-    obs = Observation(
+def _obs(**kw: Sequence[float] | np.ndarray) -> Observation:
+    n = len(kw["sbp"])
+
+    def arr(key: str, default: float) -> np.ndarray:
+        return np.asarray(kw.get(key, [default] * n), dtype=float)
+
+    return Observation(
         time_min=20.0,
-        sbp_mm_hg=np.array([150.0, 190.0, 150.0, 150.0, 150.0]),
-        dbp_mm_hg=np.array([90.0, 90.0, 90.0, 90.0, 90.0]),
-        hr_per_min=np.full(n, 80.0),
+        sbp_mm_hg=arr("sbp", 150),
+        dbp_mm_hg=arr("dbp", 90),
+        hr_per_min=arr("hr", 80),
+        bp_consecutive=arr("consecutive", 1).astype(np.int64),
+        hr_sustained_min=arr("sustained", 0),
         sbp0_mm_hg=np.full(n, 130.0),
         dbp0_mm_hg=np.full(n, 80.0),
-        dissociation=np.array([0.3, 0.3, 0.9, 0.3, 0.3]),
-        intensity=np.array([3, 3, 5, 3, 3]),
-        need_help=np.array([False, False, False, False, True]),
-        speed=np.ones(n),
-        paused=np.array([False, False, False, True, False]),
+        dissociation=np.full(n, 0.3),
+        intensity=arr("intensity", 3).astype(np.int64),
+        need_help=np.zeros(n, dtype=bool),
+        speed=arr("speed", 1.0),
+        paused=np.asarray(kw.get("paused", [False] * n), dtype=bool),
         delivered_mg=np.full(n, 10.0),
         ordered_mg=np.full(n, 35.0),
     )
-    adj = rules.decide(obs)
-    # nothing / BP high -> pause / too intense -> slow 25 % / paused and BP fine -> resume at
-    # 75 % / "I need help" -> pause
-    np.testing.assert_array_equal(
-        adj.action, [ACTION_NONE, ACTION_PAUSE, ACTION_SLOW, ACTION_RESUME, ACTION_PAUSE]
+
+
+def test_protocol_rules_table() -> None:
+    rules = resolve_arms(["depression-standard"])[0].rules
+    obs = _obs(
+        sbp=[150, 185, 185, 205, 150, 150, 150, 150, 150],
+        consecutive=[1, 1, 2, 1, 1, 1, 1, 1, 1],
+        intensity=[3, 3, 3, 3, 6, 9, 3, 3, 3],
+        hr=[80, 80, 80, 80, 80, 80, 80, 125, 80],
+        sustained=[0, 0, 0, 0, 0, 0, 0, 10, 0],
+        paused=[False, False, False, False, False, False, True, False, False],
     )
-    np.testing.assert_allclose(adj.speed, [1.0, 1.0, 0.75, 0.75, 1.0])
-    np.testing.assert_array_equal(adj.paused, [False, True, False, False, True])
-    assert "Stand-in" in rules.description
+    adj = rules.decide(obs)
+    # nothing / first SBP > 180 -> pause, recheck 5 / confirmed -> stop / > 200 -> stop /
+    # intensity 6 -> slow 25 %, recheck 10 / intensity 9 -> pause / paused and all fine -> resume /
+    # HR > 120 for 10 min -> pause / nothing
+    np.testing.assert_array_equal(
+        adj.action,
+        [
+            ACTION_NONE,
+            ACTION_PAUSE,
+            ACTION_STOP,
+            ACTION_STOP,
+            ACTION_SLOW,
+            ACTION_PAUSE,
+            ACTION_RESUME,
+            ACTION_PAUSE,
+            ACTION_NONE,
+        ],
+    )
+    np.testing.assert_allclose(adj.speed, [1, 1, 1, 1, 0.75, 1, 1, 1, 1])
+    np.testing.assert_array_equal(adj.stopped, [0, 0, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(adj.paused, [0, 1, 0, 0, 0, 1, 0, 1, 0])
+    np.testing.assert_allclose(
+        adj.recheck_after_min, [np.nan, 5, np.nan, np.nan, 10, 5, np.nan, 5, np.nan]
+    )
+    assert "suggest_in_session" in rules.description
 
 
-def test_stand_in_protocols_and_errors() -> None:
-    arms = resolve_arms(["depression-standard", "depression-slow"])
-    assert [a.doses for a in arms] == [("0.5 mg/kg over 40 min",), ("0.5 mg/kg over 100 min",)]
+def test_vectorised_rules_agree_with_the_dosing_function_patient_by_patient() -> None:
+    from ketaflow.dosing.protocols import load_protocol
+    from ketaflow.dosing.titration import (
+        BloodPressureEvent,
+        HeartRateEvent,
+        InSessionAction,
+        IntensityEvent,
+    )
+
+    protocol = load_protocol("depression-standard")
+    rules = resolve_arms(["depression-standard"])[0].rules
+    rng = np.random.default_rng(3)
+    n = 400
+    obs = _obs(
+        sbp=rng.integers(100, 230, n),
+        dbp=rng.integers(60, 130, n),
+        consecutive=rng.integers(1, 4, n),
+        hr=rng.integers(50, 140, n),
+        sustained=rng.choice([0.0, 5.0, 10.0], n),
+        intensity=rng.integers(0, 11, n),
+    )
+    adj = rules.decide(obs)
+    severity = {"continue": 0, "slow": 1, "pause": 2, "stop": 3}
+    expected_action = {0: ACTION_NONE, 1: ACTION_SLOW, 2: ACTION_PAUSE, 3: ACTION_STOP}
+    for i in range(n):
+        suggestions = [
+            protocol.suggest(IntensityEvent(float(obs.intensity[i]))),
+            protocol.suggest(
+                BloodPressureEvent(
+                    float(obs.sbp_mm_hg[i]), float(obs.dbp_mm_hg[i]), int(obs.bp_consecutive[i])
+                )
+            ),
+            protocol.suggest(
+                HeartRateEvent(float(obs.hr_per_min[i]), float(obs.hr_sustained_min[i]))
+            ),
+        ]
+        worst = max(severity[s.action.value] for s in suggestions)
+        assert adj.action[i] == expected_action[worst], i
+        if worst == 1:
+            pct = max(s.slow_by_pct or 0 for s in suggestions if s.action is InSessionAction.SLOW)
+            assert adj.speed[i] == pytest.approx(1 - pct / 100)
+
+
+def test_protocol_arms_and_errors(protocol_file: Callable[[str, str], Path]) -> None:
+    arms = resolve_arms(["depression-standard", "depression-titration"])
+    assert [a.doses for a in arms] == [("0.5 mg/kg over 40 min",)] * 2
+    assert arms[0].vitals_during_infusion_every_min == 10.0
+    assert arms[0].source.startswith("ketaflow.dosing protocol depression-standard")
     with pytest.raises(ProtocolError, match="unknown protocol"):
-        stand_in_arm("nope")
+        resolve_arms(["nope"])
     with pytest.raises(InputError, match="twice"):
         resolve_arms(["depression-standard", "depression-standard"])
     with pytest.raises(InputError, match="over"):
         TrialArm("bad", ("0.5 mg/kg",))
+    path = protocol_file("depression-slow", "0.5 mg/kg over 100 min")
+    [slow] = resolve_arms([str(path)])
+    assert slow.name == "depression-slow"
+    assert slow.doses == ("0.5 mg/kg over 100 min",)
+
+
+def test_alarm_rules_of_the_clinic_on_readings() -> None:
+    from ketaflow.sim.engine import alarm_fired, trial_alarm_rules
+
+    rules = {r.spec.code: r for r in trial_alarm_rules()}
+    times = np.array([[0, 10, 20, 30], [0, 10, 20, 30], [0, 10, 20, 30], [0, 10, 40, 55]], float)
+    phases = np.array([[0, 1, 1, 3]] * 4, float)
+    sbp = np.array(
+        [[150, 185, 150, 150], [150, 185, 186, 150], [210, 150, 150, 150], [150, 185, 186, 150]],
+        float,
+    )
+    base = sbp[:, 0]
+    # One reading above 180 (consider stop) / two in a row within 15 min (stop) / > 200 before
+    # the infusion (severe watches pre_infusion too) / two in a row but 30 min apart.
+    np.testing.assert_array_equal(
+        alarm_fired(rules["SBP_HIGH_CONSIDER_STOP"], times, phases, sbp, base), [1, 1, 0, 1]
+    )
+    np.testing.assert_array_equal(
+        alarm_fired(rules["SBP_HIGH_STOP"], times, phases, sbp, base), [0, 1, 0, 0]
+    )
+    np.testing.assert_array_equal(
+        alarm_fired(rules["SBP_SEVERE"], times, phases, sbp, base), [0, 0, 1, 0]
+    )
+    hr = np.array(
+        [[80, 125, 80, 80], [80, 125, 126, 80], [80, 80, 80, 80], [80, 80, 80, 80]], float
+    )
+    np.testing.assert_array_equal(
+        alarm_fired(rules["HR_HIGH_SUSTAINED"], times, phases, hr, hr[:, 0]), [0, 1, 0, 0]
+    )
 
 
 def test_outcomes_are_plausible_for_the_standard_regimen(cohort: Cohort, noise: TrialNoise) -> None:
-    o = run_arm(cohort, stand_in_arm("depression-standard"), SETTINGS, noise).outcomes
+    o = run_arm(cohort, resolve_arms(["depression-standard"])[0], SETTINGS, noise).outcomes
     # Section 1.14 of the PK notes: adult models give 177-253 ng/mL at the end of the standard
     # infusion for a typical 70-kg patient; the virtual population scatters around that.
     assert 180 < np.median(o["peak_cp_ng_per_ml"]) < 320
@@ -167,14 +282,14 @@ def test_outcomes_are_plausible_for_the_standard_regimen(cohort: Cohort, noise: 
     assert 30 <= np.nanmedian(ready) <= 120
     assert np.all(o["total_dose_mg"] <= o["ordered_dose_mg"] * (1 + 1e-12))
     assert np.all(o["max_sbp_mm_hg"] > o["max_dbp_mm_hg"])
-    assert 0.0 <= o["alarm_sbp_gt_180"].mean() < 0.1
+    assert 0.0 <= o["alarm_SBP_HIGH_STOP"].mean() <= o["alarm_SBP_HIGH_CONSIDER_STOP"].mean() < 0.1
 
 
 def test_common_random_numbers_make_identical_arms_identical(
     cohort: Cohort, noise: TrialNoise
 ) -> None:
-    a = run_arm(cohort, stand_in_arm("depression-standard"), SETTINGS, noise).outcomes
-    b = run_arm(cohort, stand_in_arm("depression-standard"), SETTINGS, noise).outcomes
+    a = run_arm(cohort, resolve_arms(["depression-standard"])[0], SETTINGS, noise).outcomes
+    b = run_arm(cohort, resolve_arms(["depression-standard"])[0], SETTINGS, noise).outcomes
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 

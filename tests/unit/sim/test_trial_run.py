@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,14 @@ from ketaflow.sim.trial import TrialSpec, make_spec, run_trial
 SETTINGS = SessionSettings(grid=TimeGrid(horizon_min=240.0, dt_min=0.5))
 
 
-def _spec(n: int, chunk: int, seed: int = 5) -> TrialSpec:
+@pytest.fixture
+def slow(protocol_file: Callable[[str, str], Path]) -> str:
+    return str(protocol_file("depression-slow", "0.5 mg/kg over 100 min"))
+
+
+def _spec(n: int, chunk: int, slow: str, seed: int = 5) -> TrialSpec:
     return make_spec(
-        resolve_arms(["depression-standard", "depression-slow"]),
+        resolve_arms(["depression-standard", slow]),
         n=n,
         seed=seed,
         chunk_size=chunk,
@@ -52,10 +58,10 @@ def _close(a: Any, b: Any, rel: float) -> None:
         assert a == b
 
 
-def test_same_seed_same_results_whatever_the_chunk_size(tmp_path: Path) -> None:
-    a = run_trial(_spec(1200, 1200), out_dir=tmp_path / "a")
-    b = run_trial(_spec(1200, 500), out_dir=tmp_path / "b")
-    again = run_trial(_spec(1200, 1200), out_dir=tmp_path / "c")
+def test_same_seed_same_results_whatever_the_chunk_size(tmp_path: Path, slow: str) -> None:
+    a = run_trial(_spec(1200, 1200, slow), out_dir=tmp_path / "a")
+    b = run_trial(_spec(1200, 500, slow), out_dir=tmp_path / "b")
+    again = run_trial(_spec(1200, 1200, slow), out_dir=tmp_path / "c")
     # Same chunk size: bitwise identical. Other chunk size: float sums differ in the last bits
     # only (per-patient outcomes are identical, see below).
     _close(a.summary, again.summary, 0.0)
@@ -69,8 +75,8 @@ def test_same_seed_same_results_whatever_the_chunk_size(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ra[key][order_a], rb[key][order_b], err_msg=key)
 
 
-def test_outputs_summary_patients_and_self_contained_report(tmp_path: Path) -> None:
-    res = run_trial(_spec(600, 300), out_dir=tmp_path)
+def test_outputs_summary_patients_and_self_contained_report(tmp_path: Path, slow: str) -> None:
+    res = run_trial(_spec(600, 300, slow), out_dir=tmp_path)
     assert set(res.files) == {"patients", "summary", "report"}
     summary = json.loads(res.files["summary"].read_text())
     assert summary["meta"]["n_patients"] == 600
@@ -80,7 +86,8 @@ def test_outputs_summary_patients_and_self_contained_report(tmp_path: Path) -> N
     std = arms["depression-standard"]["outcomes"]
     lo, hi = std["peak_cp_ng_per_ml"]["mean_ci95"]
     assert lo < std["peak_cp_ng_per_ml"]["mean"] < hi
-    assert 0.0 <= std["alarm_sbp_gt_180"]["ci95"][0] <= std["alarm_sbp_gt_180"]["proportion"]
+    alarm = std["alarm_SBP_HIGH_CONSIDER_STOP"]
+    assert 0.0 <= alarm["ci95"][0] <= alarm["proportion"] <= alarm["ci95"][1]
     vpc = arms["depression-slow"]["vpc"]
     assert len(vpc["times_min"]) == SETTINGS.grid.n_times
     p5, p50, p95 = (np.array(vpc["cp"][k], dtype=float) for k in ("p5", "p50", "p95"))
@@ -99,11 +106,12 @@ def test_outputs_summary_patients_and_self_contained_report(tmp_path: Path) -> N
     assert "<script" not in html
     assert not re.search(r"(src|href)=\"https?://", html)
     assert "Paired differences" in html
-    assert "Stand-in rules" in html
+    assert "suggest_in_session" in html
+    assert "SBP_HIGH_STOP" in html
 
 
-def test_csv_fallback_has_the_same_rows(tmp_path: Path) -> None:
-    res = run_trial(_spec(200, 200), out_dir=tmp_path, patient_format="csv", report=False)
+def test_csv_fallback_has_the_same_rows(tmp_path: Path, slow: str) -> None:
+    res = run_trial(_spec(200, 200, slow), out_dir=tmp_path, patient_format="csv", report=False)
     with res.files["patients"].open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 400
@@ -113,14 +121,16 @@ def test_csv_fallback_has_the_same_rows(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_local_worker_processes_give_the_single_process_result(tmp_path: Path) -> None:
-    one = run_trial(_spec(3000, 1000), workers=1, out_dir=tmp_path / "one")
-    two = run_trial(_spec(3000, 1000), workers=2, out_dir=tmp_path / "two")
+def test_two_local_worker_processes_give_the_single_process_result(
+    tmp_path: Path, slow: str
+) -> None:
+    one = run_trial(_spec(3000, 1000, slow), workers=1, out_dir=tmp_path / "one")
+    two = run_trial(_spec(3000, 1000, slow), workers=2, out_dir=tmp_path / "two")
     _close(one.summary, two.summary, 0.0)
 
 
 def test_cli_trial_runs_and_prints_results(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, slow: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     rc = main(
@@ -129,7 +139,7 @@ def test_cli_trial_runs_and_prints_results(
             "--protocol",
             "depression-standard",
             "-p",
-            "depression-high",
+            slow,
             "--n",
             "300",
             "--seed",
@@ -147,7 +157,7 @@ def test_cli_trial_runs_and_prints_results(
     assert rc == 0, captured.err
     lines = captured.out.strip().splitlines()
     assert lines[0] == "protocol\toutcome\tvalue\tci95_low\tci95_high"
-    assert any(line.startswith("depression-high - depression-standard\tpeak_cp") for line in lines)
+    assert any(line.startswith("depression-slow - depression-standard\tpeak_cp") for line in lines)
     assert "seed 9" in captured.err
     assert (out / "summary.json").exists()
     assert (out / "report.html").exists()
