@@ -58,6 +58,7 @@ from ketaflow.dosing.titration import (
 from ketaflow.errors import InputError, ProtocolError
 from ketaflow.pk.population import VirtualPopulation
 from ketaflow.pk.schedule import DoseInstruction, parse_dose
+from ketaflow.sim.reducers import unique_rows
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -267,7 +268,7 @@ class ProtocolRules:
             [_representatives(variables[v], thresholds[v], ops.get(v, ">"), v) for v in names],
             axis=1,
         )
-        classes, inverse = np.unique(reps, axis=0, return_inverse=True)
+        classes, inverse = unique_rows(reps)
         sev = np.zeros(len(classes), dtype=np.int64)
         slow = np.zeros(len(classes))
         recheck = np.full(len(classes), np.nan)
@@ -278,8 +279,7 @@ class ProtocolRules:
                 slow[i] = s.slow_by_pct
             if s.recheck_after_min is not None:
                 recheck[i] = s.recheck_after_min
-        inv = inverse.reshape(-1)
-        return sev[inv], slow[inv], recheck[inv]
+        return sev[inverse], slow[inverse], recheck[inverse]
 
     def decide(self, obs: Observation) -> Adjustment:
         """Most severe suggestion per patient, turned into pump settings."""

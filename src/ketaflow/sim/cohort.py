@@ -248,7 +248,10 @@ def check_in_scores(
     ``z`` is (n, 4) standard normal noise, ``u_help`` (n,) uniforms. The mapping is an
     **assumption** (no published model links predicted effect to these self-reports):
 
-    * intensity = round(10 x dissociation + z0)
+    * intensity = round(10 x dissociation^1.5 + z0): perceived intensity assumed to grow faster
+      than the fraction of maximal effect, so that at the standard 0.5 mg/kg over 40 min a
+      minority of patients (about one in six) rate it 5/10 or more, when the clinic's rules
+      would slow the infusion
     * anxiety = round(trait + 3 x dissociation + z1)
     * comfort = round(8 - 3 x dissociation - 0.3 x trait + z2)
     * nausea = round(6 x dissociation + z3) for nausea-prone patients, else 0
@@ -264,7 +267,7 @@ def check_in_scores(
     nausea = np.where(nausea_prone, score(6.0 * e + z[:, 3]), 0)
     return CheckInScores(
         comfort=score(8.0 - 3.0 * e - 0.3 * anxiety_trait + z[:, 2]),
-        intensity=score(10.0 * e + z[:, 0]),
+        intensity=score(10.0 * e**1.5 + z[:, 0]),
         anxiety=score(anxiety_trait + 3.0 * e + z[:, 1]),
         nausea=np.asarray(nausea, dtype=np.int64),
         need_help=u_help < HELP_BASE_PROBABILITY + HELP_EFFECT_PROBABILITY * e**3,

@@ -46,6 +46,7 @@ from ketaflow.sim.arms import (
     TrialArm,
 )
 from ketaflow.sim.cohort import STREAM_TRIAL_NOISE, Cohort, check_in_scores
+from ketaflow.sim.reducers import unique_rows
 from ketaflow.units import NG_PER_ML_PER_MG_PER_L
 
 FloatArray = npt.NDArray[np.float64]
@@ -563,13 +564,17 @@ def _outcomes(
         "need_help": need_help,
     }
     baseline = {kind: readings[kind][:, 0] for kind in TRIAL_VITALS}
+    used = int((~np.isnan(readings["time"])).sum(axis=1).max(initial=1))
+    pairs = {kind: ReadingPairs(vital[kind][:, :used], baseline[kind]) for kind in TRIAL_VITALS}
     for rule in settings.alarm_rules:
+        kind = rule.vital.value
         out[f"alarm_{rule.spec.code}"] = alarm_fired(
             rule,
-            readings["time"],
-            readings["phase"],
-            vital[rule.vital.value],
-            baseline[rule.vital.value],
+            readings["time"][:, :used],
+            readings["phase"][:, :used],
+            vital[kind][:, :used],
+            baseline[kind],
+            pairs[kind],
         )
     return out
 
@@ -591,30 +596,61 @@ def _rise_threshold_per_patient(cohort: Cohort, hr_tol: FloatArray) -> FloatArra
 SINGLE_READING_SUSTAIN_S: Final = 60.0
 
 
+class ReadingPairs:
+    """The distinct (value, baseline) pairs of one vital's readings (n, R), found once.
+
+    The clinic's :meth:`VitalRule.violates` is then called once per distinct pair, not once per
+    reading: readings are whole numbers, so there are few distinct pairs.
+    """
+
+    def __init__(self, values: FloatArray, baseline: FloatArray) -> None:
+        self.shape = values.shape
+        self.valid = ~np.isnan(values)
+        rows = np.nonzero(self.valid)[0]
+        base = np.nan_to_num(baseline[rows])
+        v = values[self.valid]
+        self.pairs, self.inverse = unique_rows(np.stack([v, base], axis=1))
+        self.values, inverse = np.unique(v, return_inverse=True)
+        self.value_inverse = inverse.reshape(-1)
+
+    def violations(self, rule: VitalRule) -> BoolArray:
+        """Per reading, whether it breaks ``rule`` (False where there is no reading)."""
+        if rule.relative:
+            verdict = np.array(
+                [rule.violates(float(v), float(b)) for v, b in self.pairs], dtype=np.bool_
+            )[self.inverse]
+        else:
+            # A threshold rule ignores the baseline: one call per distinct value suffices.
+            verdict = np.array(
+                [rule.violates(float(v), None) for v in self.values], dtype=np.bool_
+            )[self.value_inverse]
+        out = np.zeros(self.shape, dtype=np.bool_)
+        out[self.valid] = verdict
+        return out
+
+
 def alarm_fired(
     rule: VitalRule,
     times_min: FloatArray,
     phases: FloatArray,
     values: FloatArray,
     baseline: FloatArray,
+    pairs: ReadingPairs | None = None,
 ) -> BoolArray:
     """Whether the clinic alarm ``rule`` would fire on each patient's readings (n, R).
 
-    Violation per reading is decided by the clinic's own :meth:`VitalRule.violates` (called once
-    per distinct value/baseline pair); the rule's phases, ``confirm_readings`` within
-    ``confirm_window_s`` and ``sustain_s`` are then applied across consecutive readings.
+    Violation per reading is decided by the clinic's own :meth:`VitalRule.violates` (once per
+    distinct value/baseline pair, see :class:`ReadingPairs`); the rule's phases,
+    ``confirm_readings`` within ``confirm_window_s`` and ``sustain_s`` are then applied across
+    consecutive readings.
     """
     n, r = values.shape
     phase_ok = np.zeros_like(values, dtype=np.bool_)
     for code, name in enumerate(PHASES):
         if Phase(name) in rule.spec.phases:
             phase_ok |= phases == code
-    valid = ~np.isnan(values)
-    base = np.broadcast_to(baseline[:, None], values.shape)
-    pairs = np.stack([np.where(valid, values, 0.0).ravel(), np.nan_to_num(base).ravel()], 1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    verdict = np.array([rule.violates(float(v), float(b)) for v, b in uniq], dtype=np.bool_)
-    violates = verdict[inverse.reshape(-1)].reshape(n, r) & valid & phase_ok
+    index = ReadingPairs(values, baseline) if pairs is None else pairs
+    violates = index.violations(rule) & phase_ok
     need = max(rule.confirm_readings, 1)
     window_min = rule.confirm_window_s / 60.0
     sustain_min = rule.sustain_s / 60.0

@@ -233,3 +233,18 @@ def quantile_ci95(
     lo, hi = max(p - half, 0.0), min(p + half, 1.0)
     q = hist.quantiles(np.array([lo, hi]), nan_as_overflow=nan_as_overflow)
     return (float(q[0]), float(q[1]))
+
+
+def unique_rows(a: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """Distinct rows of a 2-D array and, per row, the index of its distinct row.
+
+    Same result as ``np.unique(a, axis=0, return_inverse=True)`` but through 1-D sorts (column
+    ranks combined into one integer key), which is many times faster for many rows.
+    """
+    n, m = a.shape
+    key = np.zeros(n, dtype=np.int64)
+    for j in range(m):
+        values, rank = np.unique(a[:, j], return_inverse=True)
+        key = key * len(values) + rank.reshape(-1)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return a[first], inverse.reshape(-1)

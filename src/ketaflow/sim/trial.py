@@ -82,7 +82,8 @@ class OutcomeSpec:
 
 def _outcome_specs(settings: SessionSettings) -> dict[str, OutcomeSpec]:
     h = settings.grid.horizon_min
-    minutes = Bins("linear", 0.0, h, max(int(h), 1))
+    # One bin per time step: times are multiples of the step, so bins cannot be finer.
+    minutes = Bins("linear", 0.0, h, settings.grid.n_steps)
     specs: dict[str, OutcomeSpec] = {
         "peak_cp_ng_per_ml": OutcomeSpec(
             "Peak plasma concentration", "ng/mL", "continuous", Bins("linear", 0.0, 3000.0, 1500)
