@@ -354,10 +354,14 @@ def run_arm(
     n_pause = np.zeros(n, dtype=np.int64)
     need_help = np.zeros(n, dtype=np.bool_)
 
+    # Once every infusion has ended, the pump bookkeeping is skipped: the state only decays.
+    all_over = False
+    next_due = 0.0
+    no_one = np.zeros(0, dtype=np.intp)
     for s in range(grid.n_steps + 1):
         t = s * dt
         # --- cuff readings and decisions due now ----------------------------------------------
-        due = np.flatnonzero(next_cuff <= t + _EPS)
+        due = np.flatnonzero(next_cuff <= t + _EPS) if t + _EPS >= next_due else no_one
         if due.size:
             slot = min(int(t // NOISE_SLOT_MIN), noise.sbp.shape[1] - 1)
             ce_d = x[i_ce, due] * NG_PER_ML_PER_MG_PER_L
@@ -438,7 +442,19 @@ def run_arm(
             # readings at least one noise slot apart keep their noise independent.
             interval = np.maximum(np.fmin(regular, recheck), NOISE_SLOT_MIN)
             next_cuff[due] = t + interval
+            next_due = float(next_cuff.min())
 
+        if all_over:
+            np.multiply(x[0], inv_v1, out=cp_out[s])
+            ce_out[s] = x[i_ce]
+            if s == grid.n_steps:
+                break
+            x_new[:] = 0.0
+            for j in used:
+                np.multiply(cols[j], x[j], out=tmp)
+                x_new += tmp
+            x, x_new = x_new, x
+            continue
         # --- rates and boluses for [t, t + dt) -----------------------------------------------
         m_eff = np.where(paused | stopped | done, 0.0, speed)
         tau_new = np.where(modified, tau + m_eff * dt, t + dt)
@@ -467,6 +483,7 @@ def run_arm(
         end_min[finished | capped] = t + dt
         done |= finished
         stopped |= capped
+        all_over = bool(np.all(done | stopped))
         # --- exact step --------------------------------------------------------------------
         np.multiply(gam, rate, out=x_new)
         for j in used:

@@ -63,7 +63,9 @@ class Bins:
                 pos = (np.log(values) - math.log(self.lo)) * (self.n / math.log(self.hi / self.lo))
             else:
                 pos = (values - self.lo) * (self.n / (self.hi - self.lo))
-            pos = np.nan_to_num(pos, nan=self.n + 1.0, posinf=self.n + 1.0, neginf=-1.0)
+        pos = np.asarray(pos, dtype=np.float64)
+        np.clip(pos, -1.0, self.n + 1.0, out=pos)  # +-inf to the under/overflow bins
+        pos[np.isnan(pos)] = self.n + 1.0
         idx: IntArray = np.floor(pos).astype(np.int64) + 1
         np.clip(idx, 0, self.n + 1, out=idx)
         return idx
