@@ -10,6 +10,7 @@ import typer
 _MODULES = (
     "ketaflow.cli.pk_commands",
     "ketaflow.cli.dosing_commands",
+    "ketaflow.cli.tci_commands",
     "ketaflow.cli.demo",
     "ketaflow.cli.sim_commands",
 )
