@@ -13,6 +13,7 @@ _MODULES = (
     "ketaflow.cli.tci_commands",
     "ketaflow.cli.service_commands",
     "ketaflow.cli.demo",
+    "ketaflow.cli.sim_commands",
 )
 
 

@@ -1,0 +1,107 @@
+"""Benchmark: in-silico trial of depression-standard at scale (time, peak memory, scaling).
+
+Runs ``ketaflow.sim.trial.run_trial`` for the ``depression-standard`` protocol (the dosing
+package's protocol with its in-session rules, the clinic's alarm rules and discharge profile)
+for each requested number of patients and worker count, each configuration in a fresh Python
+process so that its peak memory is its own. Prints one line per run and the speed-up from 1 to
+N workers.
+
+Peak memory is ``ru_maxrss``: of the run's main process, and the largest of its worker
+processes (``RUSAGE_CHILDREN`` reports the largest child, not the sum); the total peak is at
+most ``main + workers x largest worker``, which is what the "peak MiB" column shows.
+
+    PYTHONPATH=src python benchmarks/bench_trial.py                      # 1e6 on 1 and 2 workers
+    PYTHONPATH=src python benchmarks/bench_trial.py --n 100000 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _one(n: int, workers: int, chunk_size: int, patients: bool) -> dict[str, float]:
+    import resource
+
+    from ketaflow.sim.arms import resolve_arms
+    from ketaflow.sim.trial import make_spec, run_trial
+
+    spec = make_spec(
+        resolve_arms(["depression-standard"]), n=n, seed=20240601, chunk_size=chunk_size
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = run_trial(spec, workers=workers, out_dir=Path(tmp), write_patients=patients)
+        elapsed = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    peak = own + (workers * child if workers > 1 else 0.0)
+    out = result.summary["arms"]["depression-standard"]["outcomes"]
+    return {
+        "n": n,
+        "workers": workers,
+        "elapsed_s": elapsed,
+        "us_per_patient": elapsed / n * 1e6,
+        "maxrss_main_mib": own,
+        "maxrss_worker_mib": child,
+        "peak_mib": peak,
+        "peak_cp_median": out["peak_cp_ng_per_ml"]["median"],
+    }
+
+
+def main() -> None:
+    """Run the configurations, each in its own process, and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--chunk-size", type=int, default=16_384)
+    parser.add_argument("--no-patients", action="store_true", help="skip the per-patient file")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        res = _one(args.n[0], args.workers[0], args.chunk_size, not args.no_patients)
+        print(json.dumps(res))
+        return
+    print(
+        f"depression-standard, chunk {args.chunk_size}, "
+        f"{'no per-patient file' if args.no_patients else 'per-patient Parquet written'}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    print(
+        f"{'n':>9} {'workers':>7} {'time s':>8} {'us/pt':>7} {'main MiB':>9} "
+        f"{'worker MiB':>10} {'peak MiB':>9}",
+        flush=True,
+    )
+    results: dict[tuple[int, int], dict[str, float]] = {}
+    for n in args.n:
+        for w in args.workers:
+            cmd = [sys.executable, __file__, "--one", "--n", str(n), "--workers", str(w)]
+            cmd += ["--chunk-size", str(args.chunk_size)]
+            if args.no_patients:
+                cmd.append("--no-patients")
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            results[(n, w)] = r
+            print(
+                f"{n:>9,} {w:>7} {r['elapsed_s']:>8.1f} {r['us_per_patient']:>7.1f} "
+                f"{r['maxrss_main_mib']:>9.0f} {r['maxrss_worker_mib']:>10.0f} "
+                f"{r['peak_mib']:>9.0f}",
+                flush=True,
+            )
+    for n in args.n:
+        base = results.get((n, 1))
+        for w in args.workers:
+            if base is not None and w > 1 and (n, w) in results:
+                speedup = base["elapsed_s"] / results[(n, w)]["elapsed_s"]
+                print(f"speed-up {n:,} patients, 1 -> {w} workers: {speedup:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
