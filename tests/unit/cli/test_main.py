@@ -25,7 +25,7 @@ def test_usage_mistakes_are_one_line_exit_2(
 
 
 def test_demo_prints_standard_infusion(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--weight", "70"]) == 0
+    assert main(["demo", "--table-only", "--weight", "70"]) == 0
     out = capsys.readouterr().out
     assert "35.0 mg" in out
     assert "52.5" in out  # 0.75 mg/kg/h x 70 kg

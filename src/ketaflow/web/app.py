@@ -1,0 +1,336 @@
+"""The clinician web app and the patient tablet view, served next to the JSON API.
+
+Pages are server-rendered Jinja2 shells (layout, labels, forms, the chart scales known on the
+server) and a small amount of plain JavaScript fills them from the JSON API on the same origin,
+authenticated by the HttpOnly session cookie that ``POST /api/v1/auth/login`` sets. The web
+layer therefore never reads patient data itself: every read and every action goes through the
+API's one authorisation table and its audit log.
+
+The pages are answered by a middleware (:class:`WebMiddleware`) rather than by routes added to
+the API application, so the API's route table (which ``create_app`` and its tests check for an
+authorisation declaration on every route) stays exactly the API.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ketaflow import __version__
+from ketaflow.clinical.alarms import VitalRule, load_alarm_rules
+from ketaflow.clinical.scales import scale_definitions
+from ketaflow.clinical.screening import default_screening_rules
+from ketaflow.pk.effect import DISSOCIATION_BAND_NG_PER_ML
+
+#: The API's path prefix; everything under it is left to the API application.
+API_PREFIX: Final[str] = "/api/"
+#: The cookie the API sets at sign-in (``ketaflow.api.security.SESSION_COOKIE``; the web layer
+#: may not import the API layer, so the name is restated here and checked by a test).
+SESSION_COOKIE: Final[str] = "ketaflow_session"
+
+#: Headers on every page. The CSP allows only this origin's scripts, styles and WebSockets:
+#: no inline script, nothing fetched from elsewhere (clinics may be offline).
+PAGE_HEADERS: Final[dict[str, str]] = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+}
+
+#: Vital-sign charts of the cockpit: code, label, UCUM unit, y range shown.
+VITAL_CHARTS: Final[tuple[tuple[str, str, str, float, float], ...]] = (
+    ("hr", "Heart rate", "/min", 30.0, 160.0),
+    ("sbp", "Systolic BP", "mmHg", 60.0, 220.0),
+    ("dbp", "Diastolic BP", "mmHg", 30.0, 140.0),
+    ("spo2", "SpO\u2082", "%", 80.0, 100.0),
+    ("rr", "Respiratory rate", "/min", 0.0, 40.0),
+)
+
+_PKG = files("ketaflow.web")
+
+
+def _resource_dir(name: str) -> Path:
+    path = Path(str(_PKG.joinpath(name)))
+    if not path.is_dir():
+        raise RuntimeError(f"ketaflow.web is missing its {name}/ directory at {path}")
+    return path
+
+
+@cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(_resource_dir("templates")),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["version"] = __version__
+    return env
+
+
+@cache
+def vital_thresholds() -> dict[str, list[dict[str, Any]]]:
+    """Absolute alarm thresholds per vital from the shipped alarm rules, for the charts.
+
+    Returns ``{vital: [{"value": float, "side": "above"|"below", "priority": str, "code": str}]}``;
+    relative (baseline) rules are drawn by the server's alarms, not as fixed lines.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rule in load_alarm_rules().rules:
+        if not isinstance(rule, VitalRule) or rule.relative:
+            continue
+        for side, value in (("above", rule.above), ("below", rule.below)):
+            if value is not None:
+                out.setdefault(rule.vital.value, []).append(
+                    {
+                        "value": value,
+                        "side": side,
+                        "priority": rule.spec.priority.value,
+                        "code": rule.spec.code,
+                    }
+                )
+    return out
+
+
+@cache
+def screening_criteria() -> list[dict[str, str]]:
+    """The shipped screening criteria (code, kind, text), hard stops first, for the form."""
+    rules = default_screening_rules()
+    items = [
+        {"code": c.code, "kind": c.kind.value, "text": c.text} for c in rules.criteria.values()
+    ]
+    return sorted(items, key=lambda c: c["kind"] != "hard_stop")
+
+
+@cache
+def scale_catalogue() -> list[dict[str, Any]]:
+    """The shipped rating scales: id, names, item count and range, response and remission."""
+    return [
+        {
+            "id": d.id,
+            "name": d.name,
+            "short_name": d.short_name,
+            "n_items": d.n_items,
+            "item_min": d.item_min,
+            "item_max": d.item_max,
+            "total_max": d.n_items * d.item_max,
+            "response_min_fall_pct": d.response_min_fall_pct,
+            "remission_max_total": d.remission_max_total,
+        }
+        for d in scale_definitions().values()
+    ]
+
+
+def chart_config() -> dict[str, Any]:
+    """What the cockpit's charts need that only the server knows (bands, thresholds, ranges)."""
+    return {
+        "dissociation_band_ng_per_ml": list(DISSOCIATION_BAND_NG_PER_ML),
+        "vitals": [
+            {"kind": k, "label": label, "unit": unit, "y_min": lo, "y_max": hi}
+            for k, label, unit, lo, hi in VITAL_CHARTS
+        ],
+        "thresholds": vital_thresholds(),
+        "scales": scale_catalogue(),
+    }
+
+
+def _page(template: str, request: Request, **context: Any) -> HTMLResponse:
+    html = _environment().get_template(template).render(request=request, **context)
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.path_params.get(name)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 1 else None
+
+
+def _not_found(request: Request) -> HTMLResponse:
+    html = _environment().get_template("not_found.html").render(request=request)
+    return HTMLResponse(html, status_code=404, headers=PAGE_HEADERS)
+
+
+async def home(request: Request) -> Response:
+    """``/``: the board (the page itself sends a signed-out visitor to sign-in)."""
+    return RedirectResponse("/board", status_code=303, headers=PAGE_HEADERS)
+
+
+async def login(request: Request) -> Response:
+    """Sign-in page."""
+    return _page("login.html", request, title="Sign in", page="login")
+
+
+async def board(request: Request) -> Response:
+    """Today's board: chairs, sessions, states, alarms, overdue readings."""
+    return _page("board.html", request, title="Today", page="board")
+
+
+async def patients(request: Request) -> Response:
+    """Patient search and registration."""
+    return _page("patients.html", request, title="Patients", page="patients")
+
+
+async def patient(request: Request) -> Response:
+    """One patient's chart."""
+    patient_id = _int_param(request, "patient_id")
+    if patient_id is None:
+        return _not_found(request)
+    return _page(
+        "patient.html",
+        request,
+        title="Patient",
+        page="patient",
+        patient_id=patient_id,
+        criteria=screening_criteria(),
+        chart_json=json.dumps(chart_config()),
+    )
+
+
+async def cockpit(request: Request) -> Response:
+    """The session cockpit."""
+    session_id = _int_param(request, "session_id")
+    if session_id is None:
+        return _not_found(request)
+    return _page(
+        "cockpit.html",
+        request,
+        title="Session",
+        page="cockpit",
+        session_id=session_id,
+        chart_json=json.dumps(chart_config()),
+        vitals=VITAL_CHARTS,
+    )
+
+
+async def report(request: Request) -> Response:
+    """Printable session report."""
+    session_id = _int_param(request, "session_id")
+    if session_id is None:
+        return _not_found(request)
+    return _page(
+        "report.html",
+        request,
+        title="Session report",
+        page="report",
+        session_id=session_id,
+        chart_json=json.dumps(chart_config()),
+    )
+
+
+async def kiosk(request: Request) -> Response:
+    """The patient tablet (kiosk role): comfort, intensity, nausea, "I need help"."""
+    return _page("kiosk.html", request, title="Check-in", page="kiosk")
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            # Referrer-Policy: no-referrer removes it on our own pages; SameSite=Strict on the
+            # cookie set here still stops a foreign page from riding on it.
+            return True
+        origin = referer
+    parts = urlsplit(origin)
+    return parts.netloc == request.headers.get("host", "")
+
+
+async def kiosk_pair(request: Request) -> Response:
+    """Pair a tablet: GET shows the page (token in the URL fragment, never sent to a server);
+    POST stores the kiosk token as this tablet's HttpOnly session cookie."""
+    if request.method == "GET":
+        return _page("kiosk_pair.html", request, title="Pair tablet", page="kiosk_pair")
+    if not _same_origin(request):
+        return Response("cross-origin pairing refused", status_code=403, headers=PAGE_HEADERS)
+    form = await request.form()
+    token = form.get("token")
+    if not isinstance(token, str) or not (20 <= len(token) <= 200) or not token.isascii():
+        return _page(
+            "kiosk_pair.html",
+            request,
+            title="Pair tablet",
+            page="kiosk_pair",
+            error="That pairing code is not valid. Ask the nurse for a new one.",
+        )
+    response = RedirectResponse("/kiosk", status_code=303, headers=PAGE_HEADERS)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token.strip(),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def admin(request: Request) -> Response:
+    """Administration: users and roles, protocols and drug library (read-only), audit search."""
+    return _page("admin.html", request, title="Administration", page="admin")
+
+
+async def fallback(request: Request) -> Response:
+    """Any other path."""
+    return _not_found(request)
+
+
+def build_web_app() -> Starlette:
+    """The web pages and their static assets as one ASGI application."""
+    routes = [
+        Route("/", home),
+        Route("/login", login),
+        Route("/board", board),
+        Route("/patients", patients),
+        Route("/patients/{patient_id}", patient),
+        Route("/sessions/{session_id}", cockpit),
+        Route("/sessions/{session_id}/report", report),
+        Route("/kiosk", kiosk),
+        Route("/kiosk/pair", kiosk_pair, methods=["GET", "POST"]),
+        Route("/admin", admin),
+        Mount("/static", StaticFiles(directory=_resource_dir("static")), name="static"),
+        Route("/{path:path}", fallback),
+    ]
+    return Starlette(routes=routes)
+
+
+class WebMiddleware:
+    """Send every HTTP request outside ``/api/`` to the web app, the rest to the API."""
+
+    def __init__(self, app: ASGIApp, web: ASGIApp | None = None) -> None:
+        self.app = app
+        self.web = web if web is not None else build_web_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not str(scope.get("path", "")).startswith(API_PREFIX):
+            await self.web(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def install_web(app: Starlette) -> Starlette:
+    """Serve the web app from ``app`` (the API application); returns ``app``.
+
+    Call before the app serves its first request (Starlette builds its middleware stack then).
+    """
+    app.add_middleware(WebMiddleware)
+    return app

@@ -1,0 +1,85 @@
+import { api, el, $, initChrome, showError, formData, fmtDateTime, words } from "./api.js";
+
+const ROLES = ["admin", "physician", "nurse", "front_desk"];
+
+async function loadUsers() {
+  const users = await api("GET", "/users");
+  $("#users tbody").replaceChildren(
+    ...users.map((u) => {
+      const select = el("select", { "aria-label": `Role of ${u.username}` }, ROLES.map((r) => el("option", { value: r, text: words(r), selected: r === u.role })));
+      select.addEventListener("change", async () => {
+        try {
+          await api("PATCH", `/users/${u.id}`, { role: select.value });
+          await loadUsers();
+        } catch (err) {
+          showError($("#admin-error"), err);
+          select.value = u.role;
+        }
+      });
+      const locked = u.locked_until && new Date(u.locked_until) > new Date();
+      return el("tr", {}, el("td", { text: u.username }), el("td", { text: words(u.role) }), el("td", { text: !u.active ? "inactive" : locked ? "locked" : "active" }), el("td", {}, select));
+    }),
+  );
+}
+
+async function loadAudit(filter = {}) {
+  const status = await api("GET", "/audit/verify");
+  const chain = $("#chain");
+  chain.textContent = status.ok ? `✓ Audit chain intact: ${status.records} records.` : `✕ Audit chain broken at record ${status.first_broken_seq}: ${status.reason || ""}`;
+  chain.className = `chain ${status.ok ? "ok" : "stop"}`;
+  const after = Math.max(0, status.records - 500);
+  const rows = await api("GET", `/audit/records?after_seq=${after}&limit=500`);
+  const match = (r) =>
+    (!filter.actor || r.actor.includes(filter.actor)) && (!filter.action || r.action.includes(filter.action)) && (!filter.entity || r.entity.includes(filter.entity));
+  $("#audit tbody").replaceChildren(
+    ...rows.filter(match).reverse().slice(0, 200).map((r) =>
+      el("tr", {}, el("td", { text: r.seq }), el("td", { text: fmtDateTime(r.ts) }), el("td", { text: r.actor }), el("td", { text: r.action }), el("td", { text: `${r.entity}${r.entity_id ? ` ${r.entity_id}` : ""}` })),
+    ),
+  );
+}
+
+async function loadLibrary() {
+  const box = $("#library");
+  const parts = [];
+  for (const [path, title] of [["/protocols", "Protocols"], ["/drug-library", "Drug library"]]) {
+    try {
+      const data = await api("GET", path);
+      const items = Array.isArray(data) ? data : data.items || data.protocols || data.entries || [data];
+      parts.push(el("div", {}, el("h3", { text: title }), el("ul", { class: "plain" }, items.map((p) => el("li", {}, el("strong", { text: p.title || p.name || p.id || "" }), " ", el("span", { class: "muted", text: [p.version && `version ${p.version}`, p.indication, p.dose_text || p.doses].filter(Boolean).join(" · ") }))))));
+    } catch (err) {
+      parts.push(el("div", {}, el("h3", { text: title }), el("p", { class: "muted", text: err.status === 403 ? "Not visible to this role." : err.status === 404 ? "Not available on this server yet." : err.message })));
+    }
+  }
+  box.replaceChildren(...parts);
+}
+
+$("#user-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.currentTarget;
+  try {
+    await api("POST", "/users", formData(f));
+    f.reset();
+    showError(f.querySelector(".error"), null);
+    await loadUsers();
+  } catch (err) {
+    showError(f.querySelector(".error"), err);
+  }
+});
+
+$("#audit-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  loadAudit(formData(ev.currentTarget)).catch((err) => showError($("#admin-error"), err));
+});
+
+initChrome().then(async (p) => {
+  if (!p) return;
+  if (p.role !== "admin") {
+    showError($("#admin-error"), "Administration is for administrators.");
+    return;
+  }
+  try {
+    await Promise.all([loadUsers(), loadAudit(), loadLibrary()]);
+  } catch (err) {
+    showError($("#admin-error"), err);
+  }
+});
