@@ -88,9 +88,7 @@ def create_demo_users(settings: Settings, passwords: dict[str, str]) -> None:
         with UnitOfWork(make_session_factory(engine)) as uow:
             users = UserService(uow, auth, clock)
             for username, role in DEMO_USERS.items():
-                users.create(
-                    "cli:demo", username=username, password=passwords[username], role=role
-                )
+                users.create("cli:demo", username=username, password=passwords[username], role=role)
     finally:
         engine.dispose()
 

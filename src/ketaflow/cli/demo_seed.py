@@ -1,4 +1,4 @@
-"""Seed a demo clinic through the public HTTP API (what ``ketaflow demo`` and the browser tests use).
+"""Seed a demo clinic through the public HTTP API (for ``ketaflow demo`` and the browser tests).
 
 Everything goes through the same endpoints the web app uses, so the demo data passes the same
 validation, authorisation and audit as real data. The clinic endpoints (sessions, orders,
@@ -112,14 +112,12 @@ def has_clinic_endpoints(paths: set[str]) -> bool:
 
 def _pump_entry(order: dict[str, Any]) -> dict[str, float]:
     """The four numbers a nurse reads off the pump for the blind double check."""
-    pump = order.get("pump") or order.get("pump_settings") or {}
-    inner = order.get("order") if isinstance(order.get("order"), dict) else {}
-    dose = order.get("dose_mg", inner.get("dose_mg", inner.get("total_mg", order.get("total_mg"))))
+    pump = order["pump"]
     return {
         "rate_ml_per_h": float(pump["rate_ml_per_h"]),
         "vtbi_ml": float(pump["vtbi_ml"]),
         "concentration_mg_per_ml": float(pump["concentration_mg_per_ml"]),
-        "dose_mg": float(dose),
+        "dose_mg": float(order["dose_mg"]),
     }
 
 
@@ -209,10 +207,10 @@ def seed_demo(
         "POST",
         f"/patients/{pid}/courses",
         {
-            "indication": "depression",
+            "indication": "major_depression",
             "protocol": "depression-standard",
             "planned_sessions": 6,
-            "goal": "response",
+            "goal": {"scale": "phq9", "kind": "response"},
         },
     )
     course_id = int(course["id"])
@@ -226,9 +224,16 @@ def seed_demo(
         )
         sid = int(sess["id"])
         prepare_session(c, sid, log=log)
-        c.call("nurse", "POST", f"/sessions/{sid}/scales", {"scale": "phq9", "items": list(items)})
+        c.call(
+            "nurse",
+            "POST",
+            f"/sessions/{sid}/scales",
+            {"scale": "phq9", "items": list(items), "timing": "pre"},
+        )
         c.call("nurse", "POST", f"/sessions/{sid}/start", {})
-        c.call("nurse", "POST", f"/sessions/{sid}/transitions", {"action": "complete", "reason": ""})
+        c.call(
+            "nurse", "POST", f"/sessions/{sid}/transitions", {"action": "complete", "reason": ""}
+        )
         c.call(
             "nurse",
             "POST",

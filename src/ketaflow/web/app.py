@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ketaflow import __version__
 from ketaflow.clinical.alarms import VitalRule, load_alarm_rules
+from ketaflow.clinical.course import Indication
 from ketaflow.clinical.scales import scale_definitions
 from ketaflow.clinical.screening import default_screening_rules
 from ketaflow.pk.effect import DISSOCIATION_BAND_NG_PER_ML
@@ -157,7 +158,7 @@ def _page(template: str, request: Request, **context: Any) -> HTMLResponse:
 
 
 def _int_param(request: Request, name: str) -> int | None:
-    raw = request.path_params.get(name)
+    raw = str(request.path_params.get(name, ""))
     try:
         value = int(raw)
     except (TypeError, ValueError):
@@ -202,6 +203,7 @@ async def patient(request: Request) -> Response:
         page="patient",
         patient_id=patient_id,
         criteria=screening_criteria(),
+        indications=[i.value for i in Indication],
         chart_json=json.dumps(chart_config()),
     )
 

@@ -56,7 +56,42 @@ function allowedMap(session) {
 
 function lookupAllowed(map, key) {
   for (const k of ALIASES[key] || [key]) if (map[k]) return map[k];
-  return null;
+  return derived(key, state.session);
+}
+
+// Actions the API's list does not carry (they have their own endpoints): derived from the
+// state and the order, with the reason shown next to the disabled control.
+const BEFORE_START = ["checked_in", "pre_assessment", "ready"];
+const CLOSED = ["discharged", "aborted"];
+function derived(key, s) {
+  const o = s.order;
+  const no = (reason) => ({ enabled: false, reason });
+  const yes = { enabled: true, reason: "" };
+  const role = state.role;
+  switch (key) {
+    case "pre_assessment":
+      return s.state === "pre_assessment" ? yes : no(`only during the pre-assessment (now ${words(s.state)})`);
+    case "order":
+      if (!BEFORE_START.includes(s.state)) return no(s.state === "scheduled" ? "check the patient in first" : "the infusion has started");
+      return role === "physician" ? yes : no("physician only");
+    case "verify":
+      if (!o) return no("no order written yet");
+      if (o.verified_by) return no(`already verified by ${o.verified_by}`);
+      return role === "physician" ? yes : no("physician only");
+    case "double_check":
+      if (!o) return no("no order written yet");
+      if (!o.verified_by) return no("the order must be verified first");
+      if (o.double_check_status === "verified") return no("double check done: matches");
+      if (!BEFORE_START.includes(s.state)) return no("the infusion has started");
+      return yes;
+    case "rate":
+      return s.state === "infusing" ? yes : no(`only while infusing (now ${words(s.state)})`);
+    case "scale":
+    case "kiosk_token":
+      return CLOSED.includes(s.state) ? no(`the session is ${words(s.state)}`) : yes;
+    default:
+      return no("not allowed in this state");
+  }
 }
 
 function ms(iso) {
@@ -81,7 +116,7 @@ const minutesAt = (t) => (t - state.t0) / 60000;
 function renderHead() {
   const s = state.session;
   const p = s.patient || {};
-  const name = s.patient_name || [p.given_name, p.family_name].filter(Boolean).join(" ");
+  const name = p.name || s.patient_name || [p.given_name, p.family_name].filter(Boolean).join(" ");
   if (name) $("#s-patient").textContent = name;
   $("#s-chair").textContent = s.chair ? `· ${s.chair}` : "";
   const pidv = p.id ?? s.patient_id;
@@ -90,7 +125,7 @@ function renderHead() {
   st.textContent = words(s.state);
   st.className = `state state-${s.state}`;
   const h = rateHistory(s);
-  const current = s.pump?.rate_mg_per_h ?? s.current_rate_mg_per_h ?? (h.length ? h[h.length - 1].rate : null);
+  const current = s.current_rate_mg_per_h ?? (h.length ? h[h.length - 1].rate : null);
   $("#s-rate").textContent = ["paused"].includes(s.state) ? "0 (paused)" : fmtNum(current, 1);
   $("#s-delivered").textContent = fmtNum(s.delivered_mg, 1);
   const pw = $("#pump-warning");
@@ -113,7 +148,7 @@ function renderAlarms() {
   const box = $("#alarms");
   box.hidden = alarms.length === 0;
   box.className = `alarms ${alarms.some((a) => a.priority === "high") ? "alarms-high" : ""}`;
-  const helpActive = alarms.some((a) => /HELP/i.test(a.code || "") && !a.acknowledged_at && a.state !== "acknowledged");
+  const helpActive = alarms.some((a) => /HELP/i.test(a.code || "") && a.state !== "acknowledged");
   if (!helpActive && state.helpAt && state.helpFromAlarm) {
     state.helpAt = null;
   }
@@ -126,7 +161,7 @@ function renderAlarms() {
   $("#alarm-list").replaceChildren(
     ...alarms.map((a) => {
       const id = a.id ?? a.alarm_id;
-      const acked = a.state === "acknowledged" || !!a.acknowledged_at;
+      const acked = a.state === "acknowledged";
       const form = el(
         "form",
         { class: "ack-form" },
@@ -180,11 +215,12 @@ function renderHistory() {
   );
   const order = state.session.order;
   if (order) {
-    const pump = state.session.pump || state.session.pump_settings || order.pump || {};
+    const pump = order.pump || {};
+    const dc = order.double_check_status;
     $("#order-view").replaceChildren(
-      el("p", { text: `${order.dose_text || ""} · ${fmtNum(order.dose_mg ?? order.total_mg, 1)} mg${order.dosing_weight_kg ? ` · dosing weight ${order.dosing_weight_kg} kg` : ""}` }),
-      el("p", { text: `Pump: ${fmtNum(pump.rate_ml_per_h, 1)} mL/h, VTBI ${fmtNum(pump.vtbi_ml, 1)} mL, ${fmtNum(pump.concentration_mg_per_ml, 2)} mg/mL` }),
-      el("p", { text: `Verified: ${order.verified_by ? `yes (${order.verified_by})` : "no"} · double check: ${state.session.double_check ? words(state.session.double_check.result || state.session.double_check.status || "done") : "not done"}` }),
+      el("p", { class: "order-line" }, el("strong", { text: order.dose_text || "" }), ` · ${fmtNum(order.dose_mg, 1)} mg at ${fmtNum(order.rate_mg_per_h, 1)} mg/h · ${fmtNum(order.concentration_mg_per_ml, 2)} mg/mL`),
+      el("p", { text: `Pump: ${fmtNum(pump.rate_ml_per_h, 1)} mL/h, VTBI ${fmtNum(pump.vtbi_ml, 1)} mL` }),
+      el("p", {}, order.verified_by ? `✓ Verified by ${order.verified_by}` : "✕ Not verified", " · ", dc === "verified" ? "✓ Double check matches" : dc ? `✕ Double check: ${words(dc)}` : "Double check not done"),
     );
   }
 }
@@ -194,7 +230,7 @@ function renderActions() {
   for (const node of root.querySelectorAll(".action[data-action]")) {
     const key = node.dataset.action;
     const a = lookupAllowed(map, key);
-    const enabled = a ? a.enabled : !["check_in", "start_pre_assessment", "start", "pause", "resume", "complete", "start_recovery", "verify"].includes(key) || Object.keys(map).length === 0;
+    const enabled = a ? a.enabled : false;
     const why = node.querySelector(".why");
     node.classList.toggle("disabled", !enabled);
     for (const c of node.querySelectorAll("button, input, select, textarea")) {
@@ -445,13 +481,13 @@ onSubmit("#dc-form", async (f) => {
     rate_ml_per_h: Number(f.rate_ml_per_h.value), vtbi_ml: Number(f.vtbi_ml.value),
     concentration_mg_per_ml: Number(f.concentration_mg_per_ml.value), dose_mg: Number(f.dose_mg.value),
   });
-  const mism = list(out?.mismatches ?? out?.mismatch_fields);
-  f.querySelector(".result").textContent = out && (out.match === false || mism.length) ? `✕ Mismatch: ${mism.map((m) => m.field || m).join(", ")}. Check the pump and the order.` : "✓ Matches the order.";
+  const mism = list(out?.mismatches);
+  f.querySelector(".result").textContent = out && out.match === false ? `✕ Mismatch: ${mism.map((m) => m.field || m).join(", ")}. ${out.message || "Check the pump and the order."}` : "✓ Matches the order.";
   return out;
 });
 onSubmit("#scale-form", async (f) => {
   const items = f.items.value.split(/[,\s]+/).filter(Boolean).map(Number);
-  const out = await api("POST", `/sessions/${sid}/scales`, { scale: f.scale.value, items });
+  const out = await api("POST", `/sessions/${sid}/scales`, { scale: f.scale.value, items, timing: f.timing.value });
   f.querySelector(".result").textContent = out ? `Score ${out.total ?? out.score}${out.band ? ` (${out.band})` : ""}${list(out.flags).length ? ` · flags: ${list(out.flags).map(words).join(", ")}` : ""}` : "";
   return out;
 });
@@ -546,7 +582,8 @@ if (config.scales.length) {
 // ---------------------------------------------------------------- start
 
 async function start() {
-  await initChrome();
+  const me = await initChrome();
+  state.role = me ? me.role : null;
   await refresh();
   try {
     const v = await api("GET", `/sessions/${sid}/vitals`);

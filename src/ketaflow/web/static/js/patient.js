@@ -37,7 +37,7 @@ function sessionRow(s) {
   return el(
     "li",
     { class: "course-session" },
-    el("a", { href: `/sessions/${s.id}` }, `Session ${s.number ?? s.id}`),
+    el("a", { href: `/sessions/${s.id}` }, `Session ${s.session_number ?? s.id}`),
     ` · ${fmtDateTime(s.scheduled_for || s.started_at)} · ${words(s.state)}`,
     s.delivered_mg !== undefined && s.delivered_mg !== null ? ` · ${Number(s.delivered_mg).toFixed(1)} mg` : "",
     scores.length ? ` · ${scores.join(", ")}` : "",
@@ -50,7 +50,7 @@ function outcomePoints(course) {
   (course.sessions || []).forEach((s, i) => {
     for (const x of s.scales || s.scores || []) {
       const k = x.scale;
-      (out[k] = out[k] || []).push([s.number ?? i + 1, x.total ?? x.score]);
+      (out[k] = out[k] || []).push([s.session_number ?? i + 1, x.total ?? x.score]);
     }
   });
   return out;
@@ -60,6 +60,7 @@ function renderOutcomeChart(course) {
   const svg = $("#outcome-chart");
   const pts = outcomePoints(course);
   const outcomeScales = Object.keys(pts).filter((k) => SCALES[k] && SCALES[k].response_min_fall_pct !== null);
+  svg.closest("figure").hidden = !outcomeScales.length;
   if (!outcomeScales.length) {
     svg.replaceChildren();
     svg.setAttribute("aria-label", "No outcome scores recorded yet");
@@ -73,7 +74,7 @@ function renderOutcomeChart(course) {
     { y: baseline * (1 - def.response_min_fall_pct / 100), label: `${def.short_name} response`, cls: "t-response" },
   ];
   if (def.remission_max_total !== null) thresholds.push({ y: def.remission_max_total, label: `${def.short_name} remission`, cls: "t-remission" });
-  const n = Math.max(course.planned_sessions || 0, ...(course.sessions || []).map((s, i) => s.number ?? i + 1));
+  const n = Math.max(course.planned_sessions || 0, ...(course.sessions || []).map((s, i) => s.session_number ?? i + 1));
   drawChart(svg, {
     height: 220,
     x: { min: 0.5, max: Math.max(n, 2) + 0.5, label: "session" },
@@ -82,11 +83,7 @@ function renderOutcomeChart(course) {
     thresholds,
     xFormat: (x) => (Number.isInteger(x) ? `#${x}` : ""),
   });
-  const r = course.response || course.outcomes;
-  svg.setAttribute(
-    "aria-label",
-    `${def.short_name} from ${baseline} at baseline to ${pts[main][pts[main].length - 1][1]} at the latest session` + (r ? "" : ""),
-  );
+  svg.setAttribute("aria-label", `${def.short_name} from ${baseline} at baseline to ${pts[main][pts[main].length - 1][1]} at the latest session`);
 }
 
 async function renderCourses(patient) {
@@ -100,9 +97,9 @@ async function renderCourses(patient) {
         "div",
         { class: "course" },
         el("h3", { text: `${words(c.indication)} · ${c.protocol} · ${(c.sessions || []).length} of ${c.planned_sessions} sessions` }),
-        c.goal ? el("p", { class: "small", text: `Goal: ${typeof c.goal === "string" ? c.goal : JSON.stringify(c.goal)}` }) : null,
+        c.goal ? el("p", { class: "small", text: `Goal: ${typeof c.goal === "string" ? c.goal : `${(SCALES[c.goal.scale] || {}).short_name || c.goal.scale} ${words(c.goal.kind)}`}` }) : null,
         el("ol", { class: "plain timeline" }, (c.sessions || []).map(sessionRow)),
-        el("p", { class: "small" }, Object.entries(c.outcomes || c.response || {}).map(([k, v]) => `${(SCALES[k] || {}).short_name || k}: ${v.response ? "response" : "no response"}${v.remission ? ", remission" : ""}. `)),
+        el("p", { class: "outcome" }, Object.entries(c.outcomes || {}).map(([k, v]) => `${(SCALES[k] || {}).short_name || k}: baseline ${v.baseline_total}; ${v.response ? "✓ response" : "no response yet"}${v.remission ? ", ✓ remission" : ""}. `)),
       ),
     ),
   );
@@ -119,15 +116,19 @@ async function load() {
     $("#pt-weight").textContent = p.latest_weight ? `${p.latest_weight.weight_kg} kg` : "no weight";
     const weights = await api("GET", `/patients/${pid}/weights`).catch(() => []);
     $("#pt-weights").replaceChildren(...weights.slice(-5).reverse().map((w) => el("li", { text: `${w.measured_on}: ${w.weight_kg} kg` })));
-    renderScreening(p.latest_screening || p.screening);
-    const meds = p.medications || [];
+    // Screening, medications, allergies and courses come from the clinic endpoints.
+    const clin = await api("GET", `/patients/${pid}/clinical`).catch(() => ({}));
+    renderScreening(clin.latest_screening);
+    const flags = clin.interaction_flags || [];
+    const meds = clin.medications || [];
     if (meds.length) {
       $("#pt-meds").replaceChildren(
-        ...meds.map((m) => el("li", {}, m.name, m.interaction || m.interaction_flag ? el("span", { class: "tag tag-soft_warning" }, ` ⚠ interaction: ${words(m.interaction || m.interaction_flag)}`) : null)),
+        ...meds.map((m) => el("li", {}, `${m.name}${m.dose_text ? ` ${m.dose_text}` : ""}`)),
+        ...flags.map((f) => el("li", { class: "warn" }, el("span", { "aria-hidden": "true", text: "⚠ " }), `Interaction: ${f.message || f.text || words(f.code || f.drug_class || "")}`)),
       );
     }
-    $("#pt-allergies").replaceChildren(...(p.allergies || []).map((a) => el("li", { class: "warn", text: `Allergy: ${a.substance} (${a.reaction})` })));
-    await renderCourses(p);
+    $("#pt-allergies").replaceChildren(...(clin.allergies || []).map((a) => el("li", { class: "warn", text: `Allergy: ${a.substance}${a.reaction ? ` (${a.reaction})` : ""}` })));
+    await renderCourses(clin);
   } catch (err) {
     showError($("#pt-error"), err);
   }
@@ -157,7 +158,12 @@ bind("#screening-form", (f) => {
 bind("#med-form", (f) => api("POST", `/patients/${pid}/medications`, { name: f.name.value }));
 bind("#course-form", (f) => {
   const d = formData(f);
-  return api("POST", `/patients/${pid}/courses`, { ...d, planned_sessions: Number(d.planned_sessions) });
+  return api("POST", `/patients/${pid}/courses`, {
+    indication: d.indication,
+    protocol: d.protocol,
+    planned_sessions: Number(d.planned_sessions),
+    goal: { scale: d.goal_scale, kind: d.goal_kind },
+  });
 });
 bind("#session-form", async (f) => {
   const courseId = root.dataset.courseId;
