@@ -82,6 +82,7 @@ def _shot(page: Any, name: str) -> None:
 
 def _signed_in(browser: Any, base_url: str, username: str, *, width: int = 1440) -> Any:
     context = browser.new_context(viewport={"width": width, "height": 900})
+    context.set_default_timeout(10_000)
     page = context.new_page()
     page.goto(f"{base_url}/login")
     page.get_by_label("Username").fill(username)
@@ -89,6 +90,18 @@ def _signed_in(browser: Any, base_url: str, username: str, *, width: int = 1440)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/login" not in url)
     return page
+
+
+def _see(page: Any, locator: Any, timeout_ms: float = 10_000) -> None:
+    """Wait for ``locator``; on failure name the page's visible error messages."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        locator.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        alerts = [a for a in page.locator(".error:visible").all_inner_texts() if a.strip()]
+        _shot(page, "failure")
+        raise AssertionError(f"not shown on {page.url}; page errors: {alerts}") from None
 
 
 def _needs_clinic(api: ApiClient) -> None:
@@ -134,7 +147,7 @@ def test_admin_sees_users_and_a_verified_audit_chain(browser: Any, base_url: str
     page.locator("#users tbody tr").first.wait_for()
     names = page.locator("#users tbody td:first-child").all_inner_texts()
     assert {"admin", "physician", "nurse", "frontdesk"} <= set(names)
-    page.locator("#chain.ok").wait_for()
+    _see(page, page.locator("#chain.ok"))
     assert "intact" in page.locator("#chain").inner_text()
     _shot(page, "09-admin")
     page.context.close()
@@ -183,13 +196,13 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     doc.goto(patient_url)
     doc.get_by_label("Weight (kg)").fill("72.5")
     doc.get_by_role("button", name="Record weight").click()
-    doc.locator("#pt-weight", has_text="72.5 kg").wait_for()
+    _see(doc, doc.locator("#pt-weight", has_text="72.5 kg"))
     doc.get_by_text("Record a screening").click()
     doc.get_by_role("button", name="Save screening").click()
-    doc.locator(".verdict.ok").wait_for()
+    _see(doc, doc.locator(".verdict.ok"))
     doc.get_by_text("Plan a course").click()
     doc.get_by_role("button", name="Plan course").click()
-    doc.locator("#pt-courses .course").wait_for()
+    _see(doc, doc.locator("#pt-courses .course"))
     doc.get_by_text("Schedule a session").click()
     doc.get_by_role("button", name="Schedule").click()
     doc.wait_for_url("**/sessions/*")
@@ -226,16 +239,16 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     nurse.get_by_label("Concentration mg/mL").fill(str(pump["concentration_mg_per_ml"]))
     nurse.get_by_label("Dose mg").fill(str(dose_mg))
     nurse.get_by_role("button", name="Submit double check").click()
-    nurse.locator("#dc-form .result", has_text="Matches").wait_for()
+    _see(nurse, nurse.locator("#dc-form .result", has_text="Matches"))
     nurse.get_by_role("button", name="Start infusion").click()
-    nurse.locator("#s-state", has_text="infusing").wait_for()
+    _see(nurse, nurse.locator("#s-state", has_text="infusing"))
 
     # The simulated bedside monitor posts vitals over HTTP; they appear live.
     start_monitor(base_url, sid, PASSWORDS["nurse"], speed=20.0)
     nurse.wait_for_function("document.querySelector('#latest-hr').textContent.trim() !== '–'")
     _shot(nurse, "05-cockpit-infusing")
 
-    # An alarm (a low SpO2 posted as a device reading) appears and is acknowledged.
+    # An alarm (a severe systolic pressure taken by hand) appears and is acknowledged.
     now = api.call("nurse", "GET", f"/sessions/{sid}")  # keeps the nurse token warm
     assert now["state"] == "infusing"
     from datetime import UTC, datetime
@@ -247,9 +260,9 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
         {
             "readings": [
                 {
-                    "kind": "spo2",
-                    "value": 85,
-                    "unit": "%",
+                    "kind": "sbp",
+                    "value": 205,
+                    "unit": "mm[Hg]",
                     "measured_at": datetime.now(UTC).isoformat(),
                     "source": "manual",
                 }
@@ -258,22 +271,24 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     )
     alarm = nurse.locator(".alarm").first
     alarm.wait_for(timeout=10000)
-    assert "HIGH" in alarm.locator(".prio").inner_text() or alarm.locator(".prio").count() == 1
+    assert "HIGH" in alarm.locator(".prio").inner_text()
+    assert "200" in alarm.locator(".alarm-msg").inner_text()
     _shot(nurse, "06-cockpit-alarm")
     alarm.get_by_role("button", name="Acknowledge").click()
     nurse.locator(".alarm-acked, #alarms[hidden]").first.wait_for(state="attached")
 
     # Pause, preview a rate (what-if drawn before confirming), resume.
     nurse.get_by_role("button", name="Pause").click()
-    nurse.locator("#s-state", has_text="paused").wait_for()
-    assert nurse.get_by_role("button", name="Start infusion").is_disabled()
+    _see(nurse, nurse.locator("#s-state", has_text="paused"))
+    assert nurse.get_by_role("button", name="Pause").is_disabled()
+    assert nurse.locator("#pause-form .why").inner_text().startswith("Not now:")
     nurse.get_by_label("New rate (mg/h)").fill("30")
     nurse.get_by_role("button", name="Preview").click()
-    nurse.locator("#whatif-summary", has_text="Preview").wait_for()
+    _see(nurse, nurse.locator("#whatif-summary", has_text="Preview"))
     assert nurse.locator("#conc-chart .s-whatif").count() >= 1
     _shot(nurse, "07-cockpit-paused-whatif")
     nurse.get_by_role("button", name="Resume").click()
-    nurse.locator("#s-state", has_text="infusing").wait_for()
+    _see(nurse, nurse.locator("#s-state", has_text="infusing"))
 
     # The patient tablet: paired by the nurse, "I need help" reaches the cockpit in < 2 s.
     nurse.get_by_role("button", name="Pair patient tablet").click()
@@ -303,7 +318,7 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     doc.get_by_label("Patient acknowledges: no driving until tomorrow").check()
     doc.get_by_label("Early discharge: physician override reason").fill("browser test")
     doc.get_by_role("button", name="Discharge").click()
-    doc.locator("#s-state", has_text="discharged").wait_for()
+    _see(doc, doc.locator("#s-state", has_text="discharged"))
 
     doc.goto(f"{session_url}/report")
     doc.locator("#r-rates tbody tr").first.wait_for()

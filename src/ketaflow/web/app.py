@@ -32,7 +32,7 @@ from ketaflow import __version__
 from ketaflow.clinical.alarms import VitalRule, load_alarm_rules
 from ketaflow.clinical.course import Indication
 from ketaflow.clinical.scales import scale_definitions
-from ketaflow.clinical.screening import default_screening_rules
+from ketaflow.clinical.screening import COMPUTED_CODES, default_screening_rules
 from ketaflow.pk.effect import DISSOCIATION_BAND_NG_PER_ML
 
 #: The API's path prefix; everything under it is left to the API application.
@@ -112,10 +112,16 @@ def vital_thresholds() -> dict[str, list[dict[str, Any]]]:
 
 @cache
 def screening_criteria() -> list[dict[str, str]]:
-    """The shipped screening criteria (code, kind, text), hard stops first, for the form."""
+    """The screening questions a clinician answers (code, kind, text), hard stops first.
+
+    The computed criteria (age, weight, BMI, blood pressure, medicines) are left out: the
+    service derives them from the record.
+    """
     rules = default_screening_rules()
     items = [
-        {"code": c.code, "kind": c.kind.value, "text": c.text} for c in rules.criteria.values()
+        {"code": c.code, "kind": c.kind.value, "text": c.text}
+        for c in rules.criteria.values()
+        if c.code not in COMPUTED_CODES
     ]
     return sorted(items, key=lambda c: c["kind"] != "hard_stop")
 
@@ -245,16 +251,18 @@ async def kiosk(request: Request) -> Response:
 
 
 def _same_origin(request: Request) -> bool:
+    """Whether a form POST came from one of our own pages.
+
+    Browsers send ``Sec-Fetch-Site``; our pages' ``Referrer-Policy: no-referrer`` makes their
+    ``Origin`` header ``null``, so ``Origin`` is only checked when it names a site.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            # Referrer-Policy: no-referrer removes it on our own pages; SameSite=Strict on the
-            # cookie set here still stops a foreign page from riding on it.
-            return True
-        origin = referer
-    parts = urlsplit(origin)
-    return parts.netloc == request.headers.get("host", "")
+    if origin is None or origin == "null":
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 async def kiosk_pair(request: Request) -> Response:

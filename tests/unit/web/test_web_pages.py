@@ -122,15 +122,24 @@ def test_pairing_stores_the_kiosk_token_as_an_httponly_cookie(client: TestClient
     assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
 
 
-def test_pairing_from_another_origin_is_refused(client: TestClient) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [{"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site", "origin": "null"}],
+)
+def test_pairing_from_another_site_is_refused(client: TestClient, headers: dict[str, str]) -> None:
     r = client.post(
-        "/kiosk/pair",
-        data={"token": "k" * 43},
-        headers={"origin": "http://evil.example"},
-        follow_redirects=False,
+        "/kiosk/pair", data={"token": "k" * 43}, headers=headers, follow_redirects=False
     )
     assert r.status_code == 403
     assert "set-cookie" not in r.headers
+
+
+def test_pairing_from_our_own_page_is_accepted(client: TestClient) -> None:
+    headers = {"sec-fetch-site": "same-origin", "origin": "null"}
+    r = client.post(
+        "/kiosk/pair", data={"token": "k" * 43}, headers=headers, follow_redirects=False
+    )
+    assert r.status_code == 303
 
 
 @pytest.mark.parametrize("token", ["", "short", "x" * 201, "\u00e9" * 30])

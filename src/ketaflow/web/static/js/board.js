@@ -28,11 +28,11 @@ function card(s) {
   const alarms = ["high", "medium", "low"]
     .filter((p) => counts[p] > 0)
     .map((p) => el("li", {}, priorityBadge(p), ` × ${counts[p]}`));
-  const od = overdue(s);
+  const od = s.overdue_readings === true ? ["vital signs"] : overdue(s);
   const elapsed = s.elapsed_min ?? s.elapsed_minutes;
   return el(
     "li",
-    { class: `chair state-${s.state}${counts.high ? " has-high" : ""}` },
+    { class: `chair chair-${s.state}${counts.high ? " has-high" : ""}` },
     el(
       "a",
       { href: `/sessions/${s.id}`, class: "chair-link" },

@@ -38,7 +38,7 @@ export function drawChart(svg, opts) {
   const height = opts.height || 200;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("height", height);
-  const m = { left: opts.compact ? 40 : 56, right: 64, top: 12, bottom: opts.compact ? 22 : 30 };
+  const m = { left: opts.compact ? 44 : 56, right: opts.labelRoom ?? 56, top: 20, bottom: opts.compact ? 22 : 30 };
   const w = width - m.left - m.right;
   const h = height - m.top - m.bottom;
   const { min: x0, max: x1 } = opts.x;
@@ -65,7 +65,8 @@ export function drawChart(svg, opts) {
   }
   svg.append(grid);
   if (opts.y.label) {
-    svg.append(node("text", { x: 4, y: m.top + 2, class: "axis-label", "dominant-baseline": "hanging" }, opts.y.label));
+    const cy = m.top + h / 2;
+    svg.append(node("text", { x: 12, y: cy, transform: `rotate(-90 12 ${cy})`, "text-anchor": "middle", class: "axis-label" }, opts.y.label));
   }
   if (opts.x.label && !opts.compact) {
     svg.append(node("text", { x: m.left + w, y: height - 2, class: "axis-label", "text-anchor": "end" }, opts.x.label));
@@ -84,10 +85,16 @@ export function drawChart(svg, opts) {
       svg.append(node("text", { x: m.left + 6, y: sy(Math.min(b.y1, y1)) + 13, class: "band-label" }, b.label));
     }
   }
+  const placed = [];
   for (const t of opts.thresholds || []) {
     if (t.y < y0 || t.y > y1) continue;
     svg.append(node("line", { x1: m.left, x2: m.left + w, y1: sy(t.y), y2: sy(t.y), class: `threshold ${t.cls || ""}` }));
-    svg.append(node("text", { x: m.left + w + 4, y: sy(t.y) + 4, class: `threshold-label ${t.cls || ""}` }, t.label));
+    // Labels go inside the plot, right-aligned above their line (a white halo keeps them
+    // legible over data); a label that would overlap one already drawn is left out (the
+    // thresholds come most important first).
+    if (placed.some((py) => Math.abs(py - sy(t.y)) < 12)) continue;
+    placed.push(sy(t.y));
+    svg.append(node("text", { x: m.left + w - 4, y: sy(t.y) - 3, "text-anchor": "end", class: `threshold-label ${t.cls || ""}` }, t.label));
   }
 
   const lines = node("g", { "clip-path": `url(#${clipId})` });
@@ -122,7 +129,7 @@ export function drawChart(svg, opts) {
 
   if (opts.now !== undefined && opts.now !== null && opts.now >= x0 && opts.now <= x1) {
     svg.append(node("line", { x1: sx(opts.now), x2: sx(opts.now), y1: m.top, y2: m.top + h, class: "now" }));
-    svg.append(node("text", { x: sx(opts.now) + 3, y: m.top + 10, class: "now-label" }, "now"));
+    svg.append(node("text", { x: sx(opts.now), y: 12, "text-anchor": "middle", class: "now-label" }, "now"));
   }
   svg.append(node("rect", { x: m.left, y: m.top, width: w, height: h, class: "frame" }));
 }

@@ -225,8 +225,22 @@ function renderHistory() {
   }
 }
 
+const GROUP_OF_STATE = {
+  scheduled: "prep", checked_in: "prep", pre_assessment: "prep", ready: "prep",
+  infusing: "infusion", paused: "infusion", infusion_complete: "after", recovery: "after",
+};
+
 function renderActions() {
   const map = allowedMap(state.session);
+  // Open the group of actions that fits the state, once per state change (the user may
+  // open the others at will).
+  if (state.openedFor !== state.session.state) {
+    state.openedFor = state.session.state;
+    const current = GROUP_OF_STATE[state.session.state];
+    for (const g of root.querySelectorAll("details.group")) {
+      if (g.dataset.group !== "other") g.open = g.dataset.group === current;
+    }
+  }
   for (const node of root.querySelectorAll(".action[data-action]")) {
     const key = node.dataset.action;
     const a = lookupAllowed(map, key);
@@ -252,7 +266,7 @@ function thresholdsFor(kind) {
     const prev = byValue.get(t.value);
     if (!prev || rank[t.priority] < rank[prev.priority]) byValue.set(t.value, t);
   }
-  return [...byValue.values()].map((t) => ({ y: t.value, label: `${t.side === "above" ? "≥" : "≤"}${t.value} ${t.priority}`, cls: `t-${t.priority}` }));
+  return [...byValue.values()].sort((a, b) => rank[a.priority] - rank[b.priority]).map((t) => ({ y: t.value, label: `${t.side === "above" ? "≥" : "≤"}${t.value} ${t.priority}`, cls: `t-${t.priority}` }));
 }
 
 function xRange() {

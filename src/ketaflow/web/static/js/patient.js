@@ -19,17 +19,18 @@ function renderScreening(s) {
   if (!s) return;
   const hard = s.hard_stops || [];
   const warn = s.warnings || [];
-  box.replaceChildren(
+  const parts = [
     el(
       "p",
       { class: `verdict ${s.can_schedule ? "ok" : "stop"}` },
       el("span", { "aria-hidden": "true", text: s.can_schedule ? "✓ " : "✕ " }),
       s.can_schedule ? "May be scheduled" : "Hard stop: may not be scheduled",
     ),
-    hard.length ? el("ul", { class: "plain" }, hard.map((h) => el("li", { class: "stop" }, "Hard stop: ", words(h.code || h.text || h)))) : null,
-    warn.length ? el("ul", { class: "plain" }, warn.map((h) => el("li", { class: "warn" }, "Warning: ", words(h.code || h.text || h)))) : null,
+    hard.length ? el("ul", { class: "plain" }, hard.map((h) => el("li", { class: "stop" }, "Hard stop: ", h.text || words(h.code || h)))) : null,
+    warn.length ? el("ul", { class: "plain" }, warn.map((h) => el("li", { class: "warn" }, "Warning: ", h.text || words(h.code || h)))) : null,
     el("p", { class: "small muted", text: `Decided ${fmtDateTime(s.decided_at)}${s.decided_by ? ` by ${s.decided_by}` : ""}` }),
-  );
+  ];
+  box.replaceChildren(...parts.filter(Boolean));
 }
 
 function sessionRow(s) {
@@ -96,8 +97,8 @@ async function renderCourses(patient) {
       el(
         "div",
         { class: "course" },
-        el("h3", { text: `${words(c.indication)} · ${c.protocol} · ${(c.sessions || []).length} of ${c.planned_sessions} sessions` }),
-        c.goal ? el("p", { class: "small", text: `Goal: ${typeof c.goal === "string" ? c.goal : `${(SCALES[c.goal.scale] || {}).short_name || c.goal.scale} ${words(c.goal.kind)}`}` }) : null,
+        el("h3", { text: `${words(c.indication)} · protocol ${c.protocol} · ${(c.sessions || []).length} of ${c.planned_sessions} sessions` }),
+        c.goal ? el("p", { class: "small", text: `Goal: ${typeof c.goal === "string" ? c.goal : `${(SCALES[c.goal.scale_id] || {}).short_name || c.goal.scale_id} ${words(c.goal.kind)}`}` }) : null,
         el("ol", { class: "plain timeline" }, (c.sessions || []).map(sessionRow)),
         el("p", { class: "outcome" }, Object.entries(c.outcomes || {}).map(([k, v]) => `${(SCALES[k] || {}).short_name || k}: baseline ${v.baseline_total}; ${v.response ? "✓ response" : "no response yet"}${v.remission ? ", ✓ remission" : ""}. `)),
       ),

@@ -31,7 +31,7 @@ async function load() {
     const end = Math.max(60, ...hist.map((r) => m(r.t) + 10));
     let pred = null;
     try {
-      pred = await api("GET", `/sessions/${sid}/prediction?horizon_min=0`);
+      pred = await api("GET", `/sessions/${sid}/prediction?horizon_min=1`);
     } catch (err) {
       pred = null;
     }
