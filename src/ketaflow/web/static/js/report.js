@@ -17,12 +17,16 @@ async function load() {
     const s = await api("GET", `/sessions/${sid}`);
     const p = s.patient || {};
     const meta = [
-      ["Patient", s.patient_name || [p.given_name, p.family_name].filter(Boolean).join(" ")],
+      ["Patient", p.name || s.patient_name],
+      ["Born", p.birth_date],
+      ["Session", s.session_number ? `#${s.session_number}` : null],
+      ["Scheduled", fmtDateTime(s.scheduled_for)],
       ["MRN", p.mrn],
       ["Chair", s.chair],
       ["State", words(s.state)],
       ["Order", s.order ? `${s.order.dose_text || ""} (${fmtNum(s.order.dose_mg ?? s.order.total_mg, 1)} mg)` : "none"],
       ["Delivered", `${fmtNum(s.delivered_mg, 1)} mg`],
+      ["Discharge", s.discharge ? `${fmtDateTime(s.discharge.decided_at)} by ${s.discharge.decided_by}${s.discharge.overridden ? ` (early, override: ${s.discharge.override_reason})` : " (criteria met)"}` : "not discharged"],
     ];
     $("#r-meta").replaceChildren(...meta.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     const hist = list(s.rate_history).map((r) => ({ ...r, t: new Date(r.at).getTime() }));
@@ -51,10 +55,11 @@ async function load() {
       });
     }
     rows("#r-rates", hist, (r) => [fmtTime(r.at), fmtNum(r.rate_mg_per_h, 1), r.reason, r.by]);
-    rows("#r-alarms", list(s.alarms ?? s.active_alarms), (a) => [fmtTime(a.raised_at), (a.priority || "").toUpperCase(), a.message || words(a.code), words(a.state)]);
-    rows("#r-scales", list(s.scales), (x) => [fmtTime(x.at || x.recorded_at), x.scale, x.total ?? x.score, x.band]);
+    const alarms = await api("GET", `/sessions/${sid}/alarms`).catch(() => list(s.active_alarms));
+    rows("#r-alarms", list(alarms).slice().reverse(), (a) => [fmtTime(a.raised_at), (a.priority || "").toUpperCase(), a.message || words(a.code), words(a.state)]);
+    rows("#r-scales", list(s.scales), (x) => [fmtTime(x.at || x.recorded_at), `${x.scale}${x.timing ? ` (${x.timing})` : ""}`, `${x.total ?? x.score}${x.total_max ? ` / ${x.total_max}` : ""}`, x.band]);
     rows("#r-checkins", list(s.checkins ?? s.check_ins), (c) => [fmtTime(c.at || c.recorded_at), c.need_help ? "asked for help" : ["comfort", "intensity", "anxiety", "nausea"].filter((k) => c[k] !== undefined && c[k] !== null).map((k) => `${k} ${c[k]}`).join(", ")]);
-    rows("#r-transitions", list(s.transitions), (t) => [fmtDateTime(t.at), words(t.from ?? t.from_state), words(t.to ?? t.to_state), t.by, t.reason]);
+    rows("#r-transitions", list(s.transitions), (t) => [fmtDateTime(t.at), words(t.from ?? t.from_state), words(t.to ?? t.to_state), t.by, t.why ?? t.reason]);
     $("#r-printed").textContent = fmtDateTime(new Date().toISOString());
     fetch(`/api/v1/sessions/${sid}/report`, { credentials: "same-origin" }).then((r) => {
       $("#server-report").hidden = !r.ok;
