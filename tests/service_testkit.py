@@ -62,6 +62,7 @@ __all__ = [
     "context",
     "database_url",
     "engine",
+    "ensure_infusion_sessions",
     "make_uow",
     "make_user",
     "pg_schema",
@@ -208,9 +209,69 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield test_client
 
 
+def ensure_infusion_sessions(session_factory: sessionmaker[Session], up_to_id: int) -> None:
+    """Create minimal infusion sessions (patient, screening-free course) until ``up_to_id``
+    exists, so that kiosk tokens can be bound to it (the column has a foreign key)."""
+    from ketaflow.clinical import Session as DomainSession
+    from ketaflow.services.codec import dumps
+    from ketaflow.store.tables import Course, InfusionSession, Patient
+    from ketaflow.store.types import Sex
+
+    with UnitOfWork(session_factory) as uow:
+        db = uow.session
+        while (
+            db.query(InfusionSession).order_by(InfusionSession.id.desc()).first()
+            or InfusionSession(id=0)
+        ).id < up_to_id:
+            n = db.query(Patient).count() + 1
+            patient = Patient(
+                mrn=f"KIOSK{n}",
+                family_name="Test",
+                given_name="Kiosk",
+                birth_date=T0.date().replace(year=1980),
+                sex=Sex.FEMALE,
+                created_at=T0,
+                updated_at=T0,
+            )
+            db.add(patient)
+            db.flush()
+            course = Course(
+                patient_id=patient.id,
+                indication="major_depression",
+                protocol="depression-standard",
+                planned_sessions=6,
+                goal_json="{}",
+                started_on=T0.date(),
+                created_at=T0,
+                created_by="test",
+            )
+            db.add(course)
+            db.flush()
+            row = InfusionSession(
+                course_id=course.id,
+                patient_id=patient.id,
+                session_number=1,
+                chair="1",
+                scheduled_for=T0,
+                state="scheduled",
+                pump_unconfirmed=False,
+                snapshot_json="{}",
+                version=1,
+                created_at=T0,
+                updated_at=T0,
+            )
+            db.add(row)
+            db.flush()
+            row.snapshot_json = dumps(
+                DomainSession(
+                    str(row.id), patient.mrn, clock=ManualClock(T0), scheduled_for=T0
+                ).snapshot()
+            )
+
+
 @pytest.fixture
 def auth_headers(
-    client: TestClient, make_user: Callable[..., UserView]
+    client: TestClient, make_user: Callable[..., UserView], context: AppContext
 ) -> Callable[..., dict[str, str]]:
     """``auth_headers(Role.NURSE)``: Bearer headers of a fresh account with that role.
 
@@ -228,6 +289,7 @@ def auth_headers(
         headers = {"Authorization": f"Bearer {response.json()['token']}"}
         client.cookies.clear()  # tests choose their credentials explicitly
         if role is Role.KIOSK:
+            ensure_infusion_sessions(context.session_factory, bound_session_id)
             kiosk = client.post(
                 "/api/v1/auth/kiosk-tokens",
                 json={"infusion_session_id": bound_session_id},

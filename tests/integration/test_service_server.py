@@ -1,4 +1,8 @@
-"""A real ``ketaflow serve`` process: data and audit chain survive ``kill -9`` and a restart."""
+"""A real ``ketaflow serve`` process: data and audit chain survive ``kill -9`` and a restart.
+
+The session infusing at the kill comes back ``uncertain`` (pump unconfirmed) with every accepted
+reading and rate change stored exactly once, until a nurse confirms the pump.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -98,11 +103,81 @@ def _token(http: httpx.Client, username: str) -> str:
     return token
 
 
+def _infusing_session(
+    http: httpx.Client,
+    patient_id: int,
+    desk: dict[str, str],
+    nurse: dict[str, str],
+    doc: dict[str, str],
+) -> int:
+    """Weigh, screen, plan a course and take one session to ``infusing``; its id."""
+
+    def post(path: str, who: dict[str, str], body: object = None) -> dict[str, object]:
+        response = http.post(f"/api/v1{path}", json=body, headers=who)
+        assert response.status_code in (200, 201), f"{path}: {response.text}"
+        answer: dict[str, object] = response.json()
+        return answer
+
+    today = datetime.now(UTC).date().isoformat()
+    post(f"/patients/{patient_id}/weights", nurse, {"weight_kg": 70, "measured_on": today})
+    post(f"/patients/{patient_id}/screenings", doc, {"findings": {}})
+    course = post(
+        f"/patients/{patient_id}/courses",
+        doc,
+        {
+            "indication": "major_depression",
+            "protocol": "depression-standard",
+            "planned_sessions": 6,
+            "goal": {"scale": "madrs", "kind": "response"},
+        },
+    )
+    session = post(
+        f"/courses/{course['id']}/sessions",
+        desk,
+        {"scheduled_for": datetime.now(UTC).isoformat(), "chair": "1"},
+    )
+    sid = session["id"]
+    post(f"/sessions/{sid}/transitions", desk, {"action": "check_in"})
+    post(f"/sessions/{sid}/transitions", nurse, {"action": "start_pre_assessment"})
+    pump = post(f"/sessions/{sid}/order", doc, {})["pump"]
+    assert isinstance(pump, dict)
+    post(f"/sessions/{sid}/order/verify", doc)
+    post(
+        f"/sessions/{sid}/order/double-check",
+        nurse,
+        {
+            "rate_ml_per_h": pump["rate_ml_per_h"],
+            "vtbi_ml": pump["vtbi_ml"],
+            "concentration_mg_per_ml": pump["concentration_mg_per_ml"],
+            "dose_mg": pump["ordered_dose_mg"],
+        },
+    )
+    post(
+        f"/sessions/{sid}/pre-assessment",
+        nurse,
+        {
+            "fasting_confirmed": True,
+            "consent_confirmed": True,
+            "escort_name": "Sam",
+            "baseline": {"sbp_mmhg": 120, "dbp_mmhg": 78, "hr_per_min": 72, "spo2_percent": 98},
+        },
+    )
+    assert post(f"/sessions/{sid}/start", nurse)["state"] == "infusing"
+    assert isinstance(sid, int)
+    return sid
+
+
 def test_committed_data_survives_kill_9_and_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'ketaflow.sqlite3'}"
-    for username, role in [("desk1", "front_desk"), ("nurse1", "nurse"), ("admin1", "admin")]:
+    users = [
+        ("desk1", "front_desk"),
+        ("nurse1", "nurse"),
+        ("admin1", "admin"),
+        ("doc1", "physician"),
+    ]
+    for username, role in users:
         _add_user(database_url, username, role, monkeypatch)
     port, log = _free_port(), tmp_path / "server.log"
     base = f"http://127.0.0.1:{port}"
@@ -123,9 +198,39 @@ def test_committed_data_survives_kill_9_and_restart(
         assert created.status_code == 201, created.text
         patient_id = created.json()["id"]
         nurse_token = _token(http, "nurse1")
-        stream_url = f"ws://127.0.0.1:{port}/api/v1/sessions/3/stream?token={nurse_token}"
+        nurse = {"Authorization": f"Bearer {nurse_token}"}
+        doc = {"Authorization": f"Bearer {_token(http, 'doc1')}"}
+        session_id = _infusing_session(http, patient_id, desk, nurse, doc)
+        stream_url = (
+            f"ws://127.0.0.1:{port}/api/v1/sessions/{session_id}/stream?token={nurse_token}"
+        )
         with connect(stream_url, open_timeout=10) as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "stream.opened"
+            now = datetime.now(UTC)
+            readings = [
+                {
+                    "kind": kind,
+                    "value": value,
+                    "unit": unit,
+                    "source": "device",
+                    "measured_at": (now - timedelta(seconds=i)).isoformat(),
+                    "reading_id": f"kill9-{i}",
+                }
+                for i, (kind, value, unit) in enumerate(
+                    [("hr", 80, "/min"), ("sbp", 130, "mm[Hg]"), ("spo2", 97, "%")] * 3
+                )
+            ]
+            posted = http.post(
+                f"/api/v1/sessions/{session_id}/vitals", json={"readings": readings}, headers=nurse
+            )
+            assert posted.status_code == 201, posted.text
+            assert json.loads(ws.recv(timeout=10))["type"] == "vitals"
+            rate = http.post(
+                f"/api/v1/sessions/{session_id}/rate",
+                json={"rate_mg_per_h": 40, "reason": "patient anxious"},
+                headers=nurse,
+            )
+            assert rate.status_code == 200, rate.text
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=20) == -signal.SIGKILL
 
@@ -134,6 +239,37 @@ def test_committed_data_survives_kill_9_and_restart(
         again = http.get(f"/api/v1/patients/{patient_id}", headers=nurse)
         assert again.status_code == 200
         assert {k: again.json()[k] for k in patient} == patient
+        # Every accepted reading and rate change is there exactly once ...
+        vitals = http.get(f"/api/v1/sessions/{session_id}/vitals", headers=nurse).json()
+        ids = [v["reading_id"] for v in vitals if v["reading_id"]]
+        assert sorted(ids) == sorted(r["reading_id"] for r in readings)
+        retry = http.post(
+            f"/api/v1/sessions/{session_id}/vitals", json={"readings": readings}, headers=nurse
+        ).json()
+        assert retry["accepted"] == []
+        assert len(retry["duplicates"]) == len(readings)
+        # ... and the session waits for a nurse to read the pump.
+        view = http.get(f"/api/v1/sessions/{session_id}", headers=nurse).json()
+        assert (view["state"], view["pump_unconfirmed"]) == ("uncertain", True)
+        assert [(r["kind"], r["rate_mg_per_h"]) for r in view["rate_history"]][1:] == [
+            ("rate_change", 40.0),
+            ("uncertain", 40.0),
+        ]
+        last = view["transitions"][-1]
+        assert (last["from"], last["to"], last["by"]) == ("infusing", "uncertain", "system")
+        enabled = {a["action"] for a in view["allowed_actions"] if a["enabled"]}
+        assert "confirm_pump" in enabled
+        assert "pause" not in enabled
+        confirmed = http.post(
+            f"/api/v1/sessions/{session_id}/confirm-pump",
+            json={"running": True, "rate_mg_per_h": 40, "note": "pump running"},
+            headers=nurse,
+        )
+        assert confirmed.status_code == 200, confirmed.text
+        assert (confirmed.json()["state"], confirmed.json()["pump_unconfirmed"]) == (
+            "infusing",
+            False,
+        )
         admin = {"Authorization": f"Bearer {_token(http, 'admin1')}"}
         verified = http.get("/api/v1/audit/verify", headers=admin).json()
         assert verified["ok"] is True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,6 +13,7 @@ from typing import Final
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from ketaflow import __version__
@@ -18,11 +22,16 @@ from ketaflow.api.errors import install_error_handlers
 from ketaflow.api.routes import API_PREFIX, build_api_router
 from ketaflow.api.security import SecurityHeadersMiddleware
 from ketaflow.config import Settings, get_settings
+from ketaflow.errors import StorageError
 from ketaflow.services.auth import Authenticator, AuthPolicy
+from ketaflow.services.clinic import ClinicRuntime, ClinicService
 from ketaflow.services.clock import Clock, SystemClock
 from ketaflow.services.events import EventBroker
 from ketaflow.store.db import make_engine, make_session_factory
 from ketaflow.store.migrate import upgrade
+from ketaflow.store.uow import UnitOfWork
+
+_log = logging.getLogger(__name__)
 
 #: Routes anyone may call: liveness, sign-in, and the API description.
 PUBLIC_PATHS: Final[frozenset[str]] = frozenset(
@@ -49,6 +58,7 @@ def create_app(
     broker: EventBroker | None = None,
     migrate_on_startup: bool = True,
     stream_recheck_s: float = 30.0,
+    alarm_tick_s: float = 1.0,
 ) -> FastAPI:
     """Build the API application for ``settings`` (default: from the environment).
 
@@ -60,29 +70,43 @@ def create_app(
     broker: the live-event broker (default a new in-process one).
     migrate_on_startup: apply pending migrations when the app starts (lifespan).
     stream_recheck_s: how often a live stream re-checks its login session, seconds.
+    alarm_tick_s: how often the background task runs the alarm engines' time-driven checks
+        (escalation, signal loss, overdue readings), seconds; 0 disables the task.
 
     Nothing connects to the database until the app starts or serves a request.
     """
     settings = settings if settings is not None else get_settings()
     clock = clock if clock is not None else SystemClock()
     engine = make_engine(settings)
+    the_broker = broker if broker is not None else EventBroker()
     context = AppContext(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
         clock=clock,
         auth=Authenticator(AuthPolicy.from_settings(settings), clock, password_hasher),
-        broker=broker if broker is not None else EventBroker(),
+        broker=the_broker,
         stream_recheck_s=stream_recheck_s,
+        clinic=ClinicRuntime(clock, the_broker),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if migrate_on_startup:
             await run_in_threadpool(upgrade, engine)
+        await run_in_threadpool(recover_sessions, context)
+        ticker = (
+            asyncio.create_task(run_alarm_ticker(context, alarm_tick_s))
+            if alarm_tick_s > 0
+            else None
+        )
         try:
             yield
         finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
             engine.dispose()
 
     app = FastAPI(
@@ -146,3 +170,46 @@ def check_authorisation_declared(app: FastAPI) -> None:
                 f"route {route.path} must declare exactly one require(...); "
                 f"found {len(route.requirements)}"
             )
+
+
+def recover_sessions(context: AppContext) -> list[int]:
+    """At startup: every session found infusing or paused becomes uncertain (pump
+    unconfirmed) by the ``system`` actor, until a nurse confirms the pump."""
+    try:
+        with UnitOfWork(context.session_factory) as uow:
+            marked = ClinicService(uow, context.clock, context.broker, context.clinic)
+            ids = marked.recover_after_restart()
+    except (StorageError, SQLAlchemyError):
+        # The database is unreachable or not migrated: every request will answer 503 until it
+        # is; recovery runs at the next start.
+        _log.exception("crash recovery could not read the sessions")
+        return []
+    if ids:
+        _log.warning("pump state unconfirmed after restart for sessions %s", ids)
+    return ids
+
+
+def tick_alarms_once(context: AppContext) -> int:
+    """Build missing alarm engines for open sessions and run every engine's tick; returns the
+    number of alarm events stored. One transaction per session that produced events."""
+    with UnitOfWork(context.session_factory) as uow:
+        service = ClinicService(uow, context.clock, context.broker, context.clinic)
+        for session_id in service.open_session_ids():
+            service.ensure_engine(session_id)
+    total = 0
+    for session_id in context.clinic.session_ids():
+        with UnitOfWork(context.session_factory) as uow:
+            service = ClinicService(uow, context.clock, context.broker, context.clinic)
+            total += service.tick_alarms(session_id)
+    return total
+
+
+async def run_alarm_ticker(context: AppContext, period_s: float) -> None:
+    """Run :func:`tick_alarms_once` every ``period_s`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await run_in_threadpool(tick_alarms_once, context)
+        except Exception:
+            # A failed tick (database busy) must not stop alarm monitoring; the next tick retries.
+            _log.exception("alarm tick failed")

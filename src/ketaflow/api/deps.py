@@ -34,6 +34,7 @@ from ketaflow.services.auth import (
     PermissionDeniedError,
     Principal,
 )
+from ketaflow.services.clinic import ClinicRuntime, ClinicService
 from ketaflow.services.clock import Clock
 from ketaflow.services.events import EventBroker
 from ketaflow.services.patients import PatientService
@@ -56,6 +57,7 @@ class AppContext:
     auth: Authenticator
     broker: EventBroker
     stream_recheck_s: float
+    clinic: ClinicRuntime
 
 
 def get_context(conn: HTTPConnection) -> AppContext:
@@ -187,3 +189,11 @@ def get_audit_service(uow: UowDep, context: ContextDep) -> AuditService:
 PatientServiceDep = Annotated[PatientService, Depends(get_patient_service)]
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
 AuditServiceDep = Annotated[AuditService, Depends(get_audit_service)]
+
+
+def get_clinic_service(uow: UowDep, context: ContextDep) -> ClinicService:
+    """Clinic use-cases on the request's unit of work."""
+    return ClinicService(uow, context.clock, context.broker, context.clinic)
+
+
+ClinicServiceDep = Annotated[ClinicService, Depends(get_clinic_service)]

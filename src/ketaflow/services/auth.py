@@ -31,9 +31,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ketaflow.config import Settings
-from ketaflow.errors import AuthError, InputError
+from ketaflow.errors import AuthError, InputError, NotFoundError
 from ketaflow.services.clock import Clock
-from ketaflow.store.tables import LoginSession, User
+from ketaflow.store.tables import InfusionSession, LoginSession, User
 from ketaflow.store.types import Role
 from ketaflow.store.uow import UnitOfWork
 
@@ -339,6 +339,11 @@ class Authenticator:
         if infusion_session_id < 1:
             raise InputError(
                 f"infusion_session_id must be a positive integer; got {infusion_session_id}.",
+                field="infusion_session_id",
+            )
+        if uow.session.get(InfusionSession, infusion_session_id) is None:
+            raise NotFoundError(
+                f"no infusion session with id {infusion_session_id}.",
                 field="infusion_session_id",
             )
         user = uow.users.get(issuer.user_id)

@@ -44,6 +44,18 @@ AUDIT_ACTIONS: Final[frozenset[str]] = frozenset(
         "login",
         "login_failed",
         "logout",
+        # The clinic: session state changes and clinical acts (details carry ids and codes).
+        "transition",
+        "verify",
+        "double_check",
+        "start",
+        "pause",
+        "resume",
+        "rate_change",
+        "confirm_pump",
+        "mark_uncertain",
+        "acknowledge",
+        "discharge",
     }
 )
 

@@ -11,7 +11,7 @@ from ketaflow.api.security import SESSION_COOKIE
 from ketaflow.services.clock import ManualClock
 from ketaflow.services.users import UserView
 from ketaflow.store.types import Role
-from service_testkit import PASSWORD
+from service_testkit import PASSWORD, ensure_infusion_sessions
 
 MakeUser = Callable[..., UserView]
 
@@ -118,9 +118,14 @@ def test_change_own_password(client: TestClient, make_user: MakeUser) -> None:
 
 
 def test_kiosk_tokens_are_issued_for_one_session_and_can_do_nothing_else(
-    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+    client: TestClient, auth_headers: Callable[..., dict[str, str]], app: FastAPI
 ) -> None:
     nurse = auth_headers(Role.NURSE)
+    ensure_infusion_sessions(app.state.ketaflow.session_factory, 12)
+    missing = client.post(
+        "/api/v1/auth/kiosk-tokens", json={"infusion_session_id": 13}, headers=nurse
+    )
+    assert missing.status_code == 404  # a token is bound to an existing session only
     issued = client.post(
         "/api/v1/auth/kiosk-tokens", json={"infusion_session_id": 12}, headers=nurse
     )

@@ -47,7 +47,42 @@ EXPECTED: Final[dict[tuple[str, str], frozenset[Role] | None]] = {
     ("POST", "/api/v1/patients/{patient_id}/weights"): frozenset({N, P}),
     ("GET", "/api/v1/audit/verify"): frozenset({A}),
     ("GET", "/api/v1/audit/records"): frozenset({A}),
-    ("WS", "/api/v1/sessions/{session_id}/stream"): frozenset({N, P}),
+    ("WS", "/api/v1/sessions/{session_id}/stream"): frozenset({N, P, K}),
+    # The clinic. Kiosk routes admit a kiosk token only for its own session (tested below).
+    ("GET", "/api/v1/patients/{patient_id}/clinical"): frozenset({F, N, P}),
+    ("POST", "/api/v1/patients/{patient_id}/heights"): frozenset({F, N, P}),
+    ("POST", "/api/v1/patients/{patient_id}/allergies"): frozenset({N, P}),
+    ("POST", "/api/v1/patients/{patient_id}/medications"): frozenset({N, P}),
+    ("POST", "/api/v1/patients/{patient_id}/screenings"): frozenset({P}),
+    ("POST", "/api/v1/patients/{patient_id}/courses"): frozenset({P}),
+    ("GET", "/api/v1/courses/{course_id}"): frozenset({N, P}),
+    ("GET", "/api/v1/protocols"): frozenset({F, N, P}),
+    ("GET", "/api/v1/drug-library"): frozenset({F, N, P}),
+    ("POST", "/api/v1/courses/{course_id}/sessions"): frozenset({F, N, P}),
+    ("GET", "/api/v1/sessions"): frozenset({F, N, P}),
+    ("GET", "/api/v1/sessions/{session_id}"): frozenset({F, N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/transitions"): frozenset({F, N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/pre-assessment"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/order"): frozenset({P}),
+    ("POST", "/api/v1/sessions/{session_id}/order/verify"): frozenset({P}),
+    ("POST", "/api/v1/sessions/{session_id}/order/double-check"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/start"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/pause"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/resume"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/rate"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/confirm-pump"): frozenset({N, P}),
+    ("GET", "/api/v1/sessions/{session_id}/prediction"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/what-if"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/vitals"): frozenset({N, P}),
+    ("GET", "/api/v1/sessions/{session_id}/vitals"): frozenset({N, P}),
+    ("GET", "/api/v1/sessions/{session_id}/alarms"): frozenset({N, P}),
+    ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/checkins"): frozenset({K, N, P}),
+    ("GET", "/api/v1/sessions/{session_id}/kiosk"): frozenset({K}),
+    ("POST", "/api/v1/sessions/{session_id}/scales"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/discharge"): frozenset({N, P}),
+    ("POST", "/api/v1/sessions/{session_id}/kiosk-token"): frozenset({N, P}),
+    ("GET", "/api/v1/sessions/{session_id}/report"): frozenset({N, P}),
     # Last: it ends the session used to call it.
     ("POST", "/api/v1/auth/logout"): ALL,
 }
@@ -152,6 +187,21 @@ def test_an_app_with_an_unguarded_route_is_refused(app: FastAPI) -> None:
 
     with pytest.raises(RuntimeError, match="exactly one require"):
         check_authorisation_declared(app)
+
+
+#: Routes a kiosk token may use, each on its own session only.
+KIOSK_ROUTES: Final = [key for key, roles in EXPECTED.items() if roles is not None and K in roles]
+
+
+def test_a_kiosk_token_is_refused_on_another_session_for_every_kiosk_route(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    kiosk = auth_headers(Role.KIOSK, bound_session_id=2)
+    paths = [(m, p.replace("{session_id}", "1")) for m, p in KIOSK_ROUTES if "{session_id}" in p]
+    assert ("POST", "/api/v1/sessions/1/checkins") in paths
+    assert {key: _call(client, *key, headers=kiosk) for key in paths} == dict.fromkeys(paths, 403)
+    own = client.post("/api/v1/sessions/2/checkins", json={"comfort": 7}, headers=kiosk)
+    assert own.status_code == 201, own.text
 
 
 def test_websocket_refused_for_wrong_role_with_the_error_shape(

@@ -95,7 +95,8 @@ def test_the_stream_closes_with_4401_when_the_login_session_ends(
 def test_the_handshake_is_refused_with_the_error_shape(
     client: TestClient, auth_headers: Callable[..., dict[str, str]], role: Role | None, status: int
 ) -> None:
-    headers = {} if role is None else auth_headers(role)
+    # A kiosk may watch only its own session: this one is bound to session 2.
+    headers = {} if role is None else auth_headers(role, bound_session_id=2)
     with (
         pytest.raises(WebSocketDenialResponse) as denial,
         client.websocket_connect("/api/v1/sessions/1/stream", headers=headers),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from ketaflow.config import Settings
 from ketaflow.errors import InputError
@@ -27,10 +28,16 @@ from ketaflow.services.users import UserService, UserView
 from ketaflow.store.tables import AuditRecord, LoginSession
 from ketaflow.store.types import Role
 from ketaflow.store.uow import UnitOfWork
-from service_testkit import FAST_HASHER, PASSWORD
+from service_testkit import FAST_HASHER, PASSWORD, ensure_infusion_sessions
 
 MakeUow = Callable[[], UnitOfWork]
 MakeUser = Callable[..., UserView]
+
+
+@pytest.fixture
+def sessions_up_to_42(session_factory: sessionmaker[Session]) -> None:
+    """Infusion sessions 1..42 exist (kiosk tokens are bound to an existing session)."""
+    ensure_infusion_sessions(session_factory, 42)
 
 
 @pytest.mark.parametrize(
@@ -227,7 +234,7 @@ def test_inactive_accounts_cannot_sign_in_or_use_old_tokens(
 
 
 def test_kiosk_token_is_bound_to_one_infusion_session(
-    make_uow: MakeUow, auth: Authenticator, make_user: MakeUser
+    make_uow: MakeUow, auth: Authenticator, make_user: MakeUser, sessions_up_to_42: None
 ) -> None:
     make_user(Role.NURSE, username="nurse1")
     nurse = _login(make_uow, auth, "nurse1", PASSWORD).principal
@@ -266,7 +273,11 @@ def test_kiosk_token_needs_a_positive_session_id(
 
 
 def test_kiosk_tokens_end_when_the_issuer_is_deactivated(
-    make_uow: MakeUow, auth: Authenticator, make_user: MakeUser, clock: ManualClock
+    make_uow: MakeUow,
+    auth: Authenticator,
+    make_user: MakeUser,
+    clock: ManualClock,
+    sessions_up_to_42: None,
 ) -> None:
     make_user(Role.ADMIN, username="admin1")
     nurse_view = make_user(Role.NURSE, username="nurse1")
@@ -280,7 +291,7 @@ def test_kiosk_tokens_end_when_the_issuer_is_deactivated(
 
 
 def test_changing_password_ends_other_sessions_but_not_this_one_or_kiosks(
-    make_uow: MakeUow, auth: Authenticator, make_user: MakeUser
+    make_uow: MakeUow, auth: Authenticator, make_user: MakeUser, sessions_up_to_42: None
 ) -> None:
     make_user(Role.NURSE, username="nurse1")
     here = _login(make_uow, auth, "nurse1", PASSWORD)

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from ketaflow.store.tables import LoginSession, Patient, User, WeightMeasurement
 from ketaflow.store.types import Role, Sex
 from ketaflow.store.uow import UnitOfWork
-from service_testkit import T0
+from service_testkit import T0, ensure_infusion_sessions
 
 MakeUow = Callable[[], UnitOfWork]
 
@@ -66,7 +67,10 @@ def test_users_by_id_name_list_and_active_count(make_uow: MakeUow) -> None:
         assert uow.users.count_active(Role.ADMIN) == 1
 
 
-def test_revoke_for_user_can_spare_one_session_and_kiosk_tokens(make_uow: MakeUow) -> None:
+def test_revoke_for_user_can_spare_one_session_and_kiosk_tokens(
+    make_uow: MakeUow, session_factory: sessionmaker[Session]
+) -> None:
+    ensure_infusion_sessions(session_factory, 7)
     with make_uow() as uow:
         user = uow.users.add(_user("nurse1"))
         other = uow.users.add(_user("nurse2"))

@@ -46,7 +46,9 @@ CLOSE_INTERNAL: Final[int] = 1011
 async def session_stream(
     websocket: WebSocket,
     session_id: IdPath,
-    principal: Annotated[Principal, require_stream(*STREAM_WATCHERS)],
+    principal: Annotated[
+        Principal, require_stream(*STREAM_WATCHERS, Role.KIOSK, session_param="session_id")
+    ],
     context: ContextDep,
 ) -> None:
     """Stream the live events of infusion session ``session_id``."""

@@ -1,0 +1,444 @@
+"""The clinical happy path through the HTTP API, and the main refusals (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ketaflow.services.clock import ManualClock
+from ketaflow.store.types import Role
+from service_testkit import T0
+
+API = "/api/v1"
+Headers = dict[str, str]
+
+
+@dataclass
+class Clinic:
+    client: TestClient
+    clock: ManualClock
+    desk: Headers
+    nurse: Headers
+    nurse2: Headers
+    doc: Headers
+
+    def post(self, path: str, who: Headers, body: Any = None, status: int = 200) -> Any:
+        response = self.client.post(API + path, json=body, headers=who)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def get(self, path: str, who: Headers, status: int = 200) -> Any:
+        response = self.client.get(API + path, headers=who)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def wait(self, minutes: float) -> None:
+        """Let time pass, keeping every sign-in alive (the idle timeout is 15 min)."""
+        while minutes > 0:
+            step = min(minutes, 5.0)
+            self.clock.advance(minutes=step)
+            minutes -= step
+            for who in (self.desk, self.nurse, self.nurse2, self.doc):
+                assert self.client.get(API + "/auth/me", headers=who).status_code == 200
+
+    def reading(self, kind: str, value: float, unit: str, rid: str) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "value": value,
+            "unit": unit,
+            "measured_at": self.clock.now().isoformat(),
+            "source": "device",
+            "reading_id": rid,
+        }
+
+
+@pytest.fixture
+def clinic(client: TestClient, clock: ManualClock, auth_headers: Callable[..., Headers]) -> Clinic:
+    return Clinic(
+        client,
+        clock,
+        auth_headers(Role.FRONT_DESK),
+        auth_headers(Role.NURSE),
+        auth_headers(Role.NURSE),
+        auth_headers(Role.PHYSICIAN),
+    )
+
+
+def _patient_with_course(c: Clinic, mrn: str = "MRN-1") -> tuple[int, int]:
+    patient = c.post(
+        "/patients",
+        c.desk,
+        {
+            "mrn": mrn,
+            "given_name": "Ada",
+            "family_name": "Lovelace",
+            "birth_date": "1980-05-01",
+            "sex": "female",
+        },
+        201,
+    )
+    pid = patient["id"]
+    today = T0.date().isoformat()
+    c.post(f"/patients/{pid}/weights", c.nurse, {"weight_kg": 70, "measured_on": today}, 201)
+    c.post(f"/patients/{pid}/heights", c.nurse, {"height_cm": 165, "measured_on": today}, 201)
+    c.post(f"/patients/{pid}/allergies", c.nurse, {"substance": "penicillin"}, 201)
+    med = c.post(f"/patients/{pid}/medications", c.nurse, {"name": "lamotrigine"}, 201)
+    assert "interaction_flags" in med
+    screening = c.post(f"/patients/{pid}/screenings", c.doc, {"findings": {}}, 201)
+    assert screening["can_schedule"] is True
+    course = c.post(
+        f"/patients/{pid}/courses",
+        c.doc,
+        {
+            "indication": "major_depression",
+            "protocol": "depression-standard",
+            "planned_sessions": 6,
+            "goal": {"scale": "madrs", "kind": "response"},
+        },
+        201,
+    )
+    return pid, course["id"]
+
+
+def _ready_session(c: Clinic, course_id: int) -> tuple[int, dict[str, Any]]:
+    session = c.post(
+        f"/courses/{course_id}/sessions",
+        c.desk,
+        {"scheduled_for": T0.isoformat(), "chair": "3"},
+        201,
+    )
+    sid = session["id"]
+    assert session["state"] == "scheduled"
+    c.post(f"/sessions/{sid}/transitions", c.desk, {"action": "check_in"})
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "start_pre_assessment"})
+    order = c.post(f"/sessions/{sid}/order", c.doc, {}, 201)
+    assert order["dose_mg"] == pytest.approx(35.0)  # 0.5 mg/kg x 70 kg
+    c.post(f"/sessions/{sid}/order/verify", c.doc)
+    pump = order["pump"]
+    check = c.post(
+        f"/sessions/{sid}/order/double-check",
+        c.nurse,
+        {
+            "rate_ml_per_h": pump["rate_ml_per_h"],
+            "vtbi_ml": pump["vtbi_ml"],
+            "concentration_mg_per_ml": pump["concentration_mg_per_ml"],
+            "dose_mg": pump["ordered_dose_mg"],
+        },
+    )
+    assert check["match"] is True
+    view = c.post(
+        f"/sessions/{sid}/pre-assessment",
+        c.nurse,
+        {
+            "fasting_confirmed": True,
+            "consent_confirmed": True,
+            "escort_name": "Sam",
+            "baseline": {
+                "sbp_mmhg": 120,
+                "dbp_mmhg": 78,
+                "hr_per_min": 72,
+                "spo2_percent": 98,
+                "rr_per_min": 14,
+            },
+        },
+    )
+    assert view["state"] == "ready"
+    return sid, order
+
+
+def test_the_whole_clinical_path(clinic: Clinic) -> None:
+    c = clinic
+    pid, course_id = _patient_with_course(c)
+    sid, order = _ready_session(c, course_id)
+    kiosk = {
+        "Authorization": "Bearer "
+        + c.post(f"/sessions/{sid}/kiosk-token", c.nurse, status=201)["token"]
+    }
+    c.post(f"/sessions/{sid}/checkins", kiosk, {"comfort": 8, "anxiety": 3}, 201)
+
+    view = c.get(f"/sessions/{sid}", c.nurse)
+    start = next(a for a in view["allowed_actions"] if a["action"] == "start")
+    assert start == {"action": "start", "enabled": True, "reason": ""}
+    assert c.post(f"/sessions/{sid}/start", c.nurse)["state"] == "infusing"
+
+    with c.client.websocket_connect(f"{API}/sessions/{sid}/stream", headers=c.nurse) as ws:
+        assert ws.receive_json()["type"] == "stream.opened"
+        c.wait(5)
+        accepted = c.post(
+            f"/sessions/{sid}/vitals",
+            c.nurse,
+            {
+                "readings": [
+                    c.reading("sbp", 185, "mm[Hg]", "r1"),
+                    c.reading("hr", 80, "/min", "r2"),
+                ]
+            },
+            201,
+        )
+        assert len(accepted["accepted"]) == 2
+        first = ws.receive_json()
+        assert first["type"] == "vitals"
+        assert [r["reading_id"] for r in first["data"]["readings"]] == ["r1", "r2"]
+        alarm = ws.receive_json()
+        assert alarm["type"] == "alarm"
+        assert alarm["data"]["event"] == "raised"
+
+    again = c.post(f"/sessions/{sid}/vitals", c.nurse, c.reading("hr", 81, "/min", "r2"), 201)
+    assert again == {"accepted": [], "duplicates": ["r2"], "artefact_suspect": 0}
+    impossible = c.client.post(
+        f"{API}/sessions/{sid}/vitals",
+        headers=c.nurse,
+        json=c.reading("spo2", 140, "%", "r3"),
+    )
+    assert impossible.status_code == 422
+    assert impossible.json()["error"]["fields"][0]["field"] == "vitals.spo2"
+
+    alarms = c.get(f"/sessions/{sid}/alarms", c.nurse)
+    sbp = next(a for a in alarms if a["code"] == "SBP_HIGH_CONSIDER_STOP")
+    assert sbp["state"] == "active"
+    acked = c.post(
+        f"/alarms/{sbp['id']}/acknowledge",
+        c.nurse,
+        {"reason": "repeat cuff reading", "action_taken": "assess_patient"},
+    )
+    assert acked["state"] in ("acknowledged", "resolved")
+
+    c.post(f"/sessions/{sid}/pause", c.nurse, {"reason": "patient anxious"})
+    what_if = c.post(f"/sessions/{sid}/what-if", c.nurse, {"pause_min": 5})
+    assert len(what_if["times_min"]) == len(what_if["current"]["times_min"])
+    assert c.post(f"/sessions/{sid}/resume", c.nurse, {"reason": "settled"})["state"] == (
+        "infusing"
+    )
+    c.wait(5)
+    rate = c.post(f"/sessions/{sid}/rate", c.nurse, {"rate_mg_per_h": 40, "reason": "tolerance"})
+    assert rate["current_rate_mg_per_h"] == 40
+    prediction = c.get(f"/sessions/{sid}/prediction?horizon_min=30", c.nurse)
+    assert prediction["cp_now_ng_per_ml"] > 0
+    assert prediction["delivered_mg"] == pytest.approx(rate["delivered_mg"], rel=1e-6)
+
+    c.wait(30)
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "complete"})
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "start_recovery"})
+    c.post(f"/sessions/{sid}/scales", c.nurse, {"scale": "madrs", "items": [2] * 10}, 201)
+    early = c.client.post(
+        f"{API}/sessions/{sid}/discharge",
+        headers=c.nurse,
+        json={"escort_confirmed": True, "no_driving_acknowledged": True},
+    )
+    assert early.status_code == 409  # observation time not yet met, no override
+    c.wait(61)
+    aldrete = c.post(
+        f"/sessions/{sid}/scales",
+        c.nurse,
+        {"scale": "modified_aldrete", "items": [2, 2, 2, 2, 2]},
+        201,
+    )
+    assert aldrete["total"] == 10
+    c.post(
+        f"/sessions/{sid}/vitals",
+        c.nurse,
+        {
+            "readings": [
+                c.reading("sbp", 122, "mm[Hg]", "d1"),
+                c.reading("dbp", 78, "mm[Hg]", "d2"),
+                c.reading("hr", 74, "/min", "d3"),
+                c.reading("spo2", 98, "%", "d4"),
+            ]
+        },
+        201,
+    )
+    done = c.post(
+        f"/sessions/{sid}/discharge",
+        c.nurse,
+        {"escort_confirmed": True, "no_driving_acknowledged": True},
+    )
+    assert done["state"] == "discharged"
+    assert done["discharge"]["overridden"] is False
+    assert [t["to"] for t in done["transitions"]] == [
+        "checked_in",
+        "pre_assessment",
+        "ready",
+        "infusing",
+        "paused",
+        "infusing",
+        "infusion_complete",
+        "recovery",
+        "discharged",
+    ]
+    report = c.client.get(f"{API}/sessions/{sid}/report", headers=c.doc)
+    assert report.status_code == 200
+    assert "text/html" in report.headers["content-type"]
+    for text in (
+        "Lovelace",
+        order["order_ref"],
+        "SBP_HIGH_CONSIDER_STOP",
+        "repeat cuff reading",
+        "tolerance",
+        "modified_aldrete",
+    ):
+        assert text in report.text
+    course = c.get(f"/courses/{course_id}", c.doc)
+    assert course["sessions"][0]["delivered_mg"] > 0
+    board = c.get(f"/sessions?date={T0.date().isoformat()}", c.desk)
+    assert [b["id"] for b in board] == [sid]
+    record = c.get(f"/patients/{pid}/clinical", c.doc)
+    assert record["latest_screening"]["can_schedule"] is True
+
+
+def test_a_hard_stop_blocks_the_course(clinic: Clinic) -> None:
+    c = clinic
+    pid = c.post(
+        "/patients",
+        c.desk,
+        {
+            "mrn": "HS-1",
+            "given_name": "A",
+            "family_name": "B",
+            "birth_date": "1970-01-01",
+            "sex": "male",
+        },
+        201,
+    )["id"]
+    result = c.post(f"/patients/{pid}/screenings", c.doc, {"findings": {"pregnancy": True}}, 201)
+    assert result["can_schedule"] is False
+    assert [f["code"] for f in result["hard_stops"]] == ["pregnancy"]
+    refused = c.client.post(
+        f"{API}/patients/{pid}/courses",
+        headers=c.doc,
+        json={
+            "indication": "major_depression",
+            "protocol": "depression-standard",
+            "planned_sessions": 6,
+            "goal": {"scale": "madrs", "kind": "response"},
+        },
+    )
+    assert refused.status_code == 409
+
+
+def test_hard_limit_mismatch_and_illegal_transition_are_refused(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = _patient_with_course(c)
+    sid = c.post(
+        f"/courses/{course_id}/sessions",
+        c.desk,
+        {"scheduled_for": T0.isoformat(), "chair": "1"},
+        201,
+    )["id"]
+    illegal = c.client.post(
+        f"{API}/sessions/{sid}/transitions", headers=c.nurse, json={"action": "complete"}
+    )
+    assert illegal.status_code == 409
+    assert illegal.json()["error"]["code"] == "invalid_state"
+    c.post(f"/sessions/{sid}/transitions", c.desk, {"action": "check_in"})
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "start_pre_assessment"})
+    hard = c.client.post(
+        f"{API}/sessions/{sid}/order",
+        headers=c.doc,
+        json={
+            "dose_text": "5 mg/kg over 40 min",
+            "override": {"reason": "physician insists on this dose"},
+        },
+    )
+    assert hard.status_code == 409
+    assert hard.json()["error"]["code"] == "hard_limit"
+    order = c.post(f"/sessions/{sid}/order", c.doc, {}, 201)
+    c.post(f"/sessions/{sid}/order/verify", c.doc)
+    pump = order["pump"]
+    blocked = c.post(
+        f"/sessions/{sid}/order/double-check",
+        c.nurse,
+        {
+            "rate_ml_per_h": pump["rate_ml_per_h"] * 10,
+            "vtbi_ml": pump["vtbi_ml"],
+            "concentration_mg_per_ml": pump["concentration_mg_per_ml"],
+            "dose_mg": pump["ordered_dose_mg"],
+        },
+    )
+    assert blocked["match"] is False
+    assert [m["field"] for m in blocked["mismatches"]] == ["rate_ml_per_h"]
+    c.post(
+        f"/sessions/{sid}/pre-assessment",
+        c.nurse,
+        {
+            "fasting_confirmed": True,
+            "consent_confirmed": True,
+            "escort_name": "Sam",
+            "baseline": {"sbp_mmhg": 120, "dbp_mmhg": 78, "hr_per_min": 72, "spo2_percent": 98},
+        },
+    )
+    start = c.client.post(f"{API}/sessions/{sid}/start", headers=c.nurse)
+    assert start.status_code == 409
+    view = c.get(f"/sessions/{sid}", c.nurse)
+    assert view["state"] == "pre_assessment"
+    action = next(a for a in view["allowed_actions"] if a["action"] == "start")
+    assert action["enabled"] is False
+    assert action["reason"]
+
+
+def test_early_discharge_needs_a_physician_override(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = _patient_with_course(c)
+    sid, _ = _ready_session(c, course_id)
+    c.post(f"/sessions/{sid}/start", c.nurse)
+    c.wait(40)
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "complete"})
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "start_recovery"})
+    body = {"escort_confirmed": True, "no_driving_acknowledged": True}
+    assert (
+        c.client.post(f"{API}/sessions/{sid}/discharge", headers=c.nurse, json=body).status_code
+        == 409
+    )
+    by_nurse = c.client.post(
+        f"{API}/sessions/{sid}/discharge",
+        headers=c.nurse,
+        json={**body, "override": {"reason": "transfer to ward"}},
+    )
+    assert by_nurse.status_code == 403
+    done = c.post(
+        f"/sessions/{sid}/discharge", c.doc, {**body, "override": {"reason": "transfer to ward"}}
+    )
+    assert done["discharge"]["overridden"] is True
+    assert done["state"] == "discharged"
+
+
+def test_need_help_raises_a_high_alarm_and_phq9_item9_is_flagged(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = _patient_with_course(c)
+    sid, _ = _ready_session(c, course_id)
+    c.post(f"/sessions/{sid}/start", c.nurse)
+    c.post(f"/sessions/{sid}/checkins", c.nurse, {"need_help": True}, 201)
+    c.post(
+        f"/sessions/{sid}/scales",
+        c.nurse,
+        {"scale": "phq9", "items": [1, 1, 1, 1, 1, 1, 1, 1, 1]},
+        201,
+    )
+    alarms = {a["code"]: a for a in c.get(f"/sessions/{sid}/alarms", c.nurse)}
+    assert alarms["PATIENT_HELP_REQUEST"]["priority"] == "high"
+    assert alarms["PHQ9_ITEM9_SUICIDE_RISK"]["priority"] == "high"
+
+
+def test_rate_changes_are_checked_against_the_drug_library(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = _patient_with_course(c)
+    sid, _ = _ready_session(c, course_id)
+    c.post(f"/sessions/{sid}/start", c.nurse)
+    hard = c.client.post(
+        f"{API}/sessions/{sid}/rate",
+        headers=c.doc,
+        json={
+            "rate_mg_per_h": 5000,
+            "reason": "typo",
+            "override": {"reason": "deliberate physician decision"},
+        },
+    )
+    assert hard.status_code == 409
+    assert hard.json()["error"]["code"] == "hard_limit"
+    rates = [r["rate_mg_per_h"] for r in c.get(f"/sessions/{sid}", c.nurse)["rate_history"]]
+    assert 5000 not in rates
+    c.wait(1)
+    assert c.get(f"/sessions/{sid}", c.nurse)["state"] == "infusing"
