@@ -11,6 +11,7 @@ _MODULES = (
     "ketaflow.cli.pk_commands",
     "ketaflow.cli.dosing_commands",
     "ketaflow.cli.tci_commands",
+    "ketaflow.cli.service_commands",
     "ketaflow.cli.demo",
     "ketaflow.cli.sim_commands",
 )

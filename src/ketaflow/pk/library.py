@@ -28,6 +28,7 @@ Optional tables: ``[scaling]``, ``[covariates]`` (sex and age factors on clearan
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ import numpy.typing as npt
 
 from ketaflow.errors import ModelDefinitionError, ModelValidityWarning
 from ketaflow.pk.parameters import MetaboliteParameters, PKParameters
+from ketaflow.units import MIN_PER_H
 
 FloatArray = npt.NDArray[np.float64]
 Sex = Literal["male", "female"]
@@ -81,7 +83,9 @@ _METABOLITE_KEYS = {
     "q2_l_per_h",
     "scale_volume_with_weight",
 }
-_VALIDITY_KEYS = {"weight_kg", "age_y", "height_cm", "sex", "note"}
+_VALIDITY_KEYS = {"weight_kg", "age_y", "height_cm", "sex", "note", "caution"}
+#: A metabolite name becomes part of output column names (``norketamine_ng_per_ml``).
+_METABOLITE_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 _SOURCE_KEYS = {
     "citation",
     "doi",
@@ -153,6 +157,8 @@ class Validity:
     height_cm: tuple[float, float] | None = None
     sex: tuple[str, ...] | None = None
     note: str = ""
+    #: Said every time the model is used (e.g. "built from ICU patients: not for outpatients").
+    caution: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,21 @@ class Variability:
     omega: dict[str, float] = field(default_factory=dict)
     correlation: dict[tuple[str, str], float] = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameters with an omega, in :data:`VARIABLE_PARAMETERS` order."""
+        return tuple(p for p in VARIABLE_PARAMETERS if p in self.omega)
+
+    def covariance(self) -> FloatArray:
+        """Covariance matrix of the etas, in the order of :attr:`names` (log scale)."""
+        names = self.names
+        sd = np.array([self.omega[p] for p in names])
+        corr = np.eye(len(names))
+        for (a, b), r in self.correlation.items():
+            i, j = names.index(a), names.index(b)
+            corr[i, j] = corr[j, i] = r
+        return np.asarray(corr * np.outer(sd, sd), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -202,6 +223,65 @@ class Model:
         """Citation text of the source publication."""
         return self.source.get("citation", "")
 
+    @property
+    def metabolite_name(self) -> str | None:
+        """Name of the modelled metabolite (e.g. ``"norketamine"``), or None."""
+        return None if self.metabolite is None else str(self.metabolite["name"])
+
+    @property
+    def variable_parameters(self) -> tuple[str, ...]:
+        """Names that may carry an ``eta`` (and an ``omega``) in this model's form.
+
+        Micro-constant models: an eta on ``v1`` scales every volume and inter-compartmental
+        clearance together (k12, k21, k13, k31 unchanged) while ``cl`` is kept; ``cl`` scales
+        k10. Clearance models: each volume and clearance separately. ``clm``/``vm1`` belong to
+        the metabolite.
+        """
+        n = self.n_compartments
+        if self.form == "micro":
+            names = ["v1", "cl", "k12", "k21", "k13", "k31"][: 2 + 2 * (n - 1)]
+        else:
+            names = ["v1", "v2", "v3"][:n] + ["cl", "q2", "q3"][:n]
+        if self.has_effect_site:
+            names.append("ke0")
+        if self.metabolite is not None:
+            names += ["clm", "vm1"]
+        return tuple(p for p in VARIABLE_PARAMETERS if p in names)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain metadata (id, name, drug, population, DOI, verification, ...) for output."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "drug": self.drug,
+            "enantiomer": self.enantiomer,
+            "default": self.is_default,
+            "compartments": self.n_compartments,
+            "effect_site": self.has_effect_site,
+            "metabolite": self.metabolite_name,
+            "population": self.source.get("population", ""),
+            "citation": self.citation,
+            "doi": self.source.get("doi", ""),
+            "verification": self.source.get("verification", ""),
+            "allometry": self.source.get("allometry", ""),
+            "ke0_source": self.source.get("ke0_source", ""),
+            "validity": {
+                "weight_kg": self.validity.weight_kg,
+                "age_y": self.validity.age_y,
+                "height_cm": self.validity.height_cm,
+                "sex": self.validity.sex,
+                "note": self.validity.note,
+                "caution": self.validity.caution,
+            },
+            "variability": {
+                "omega": dict(self.variability.omega),
+                "correlation": {
+                    f"{a},{b}": r for (a, b), r in self.variability.correlation.items()
+                },
+                "source": self.variability.source,
+            },
+        }
+
     def check_validity(
         self,
         *,
@@ -210,8 +290,12 @@ class Model:
         height_cm: npt.ArrayLike | None = None,
         sex: str | None = None,
     ) -> list[str]:
-        """Messages for every covariate outside the model's studied range (empty if none)."""
-        problems: list[str] = []
+        """Messages for every covariate outside the model's studied range (empty if none).
+
+        A model-wide caution (``[validity] caution``, e.g. an ICU-only model) comes first and
+        is always included.
+        """
+        problems: list[str] = [self.validity.caution] if self.validity.caution else []
         checks = (
             ("weight_kg", weight_kg, self.validity.weight_kg),
             ("age_y", age_y, self.validity.age_y),
@@ -259,9 +343,15 @@ class Model:
             ):
                 warnings.warn(msg, ModelValidityWarning, stacklevel=2)
         etas = {k: np.atleast_1d(np.asarray(v, dtype=np.float64)) for k, v in (eta or {}).items()}
-        for key in etas:
-            if key not in VARIABLE_PARAMETERS:
-                raise ModelDefinitionError(f"eta: unknown parameter {key!r}")
+        allowed = self.variable_parameters
+        for key, value in etas.items():
+            if key not in allowed:
+                raise ModelDefinitionError(
+                    f"eta: parameter {key!r} does not vary in {self.name}; "
+                    f"choose from {', '.join(allowed)}"
+                )
+            if not np.all(np.isfinite(value)):
+                raise ModelDefinitionError(f"eta[{key!r}] must be finite")
 
         def iiv(key: str) -> FloatArray | float:
             return np.exp(etas[key]) if key in etas else 1.0
@@ -283,7 +373,7 @@ class Model:
         met = self._metabolite(w, etas)
         if self.form == "micro":
             v1 = (v["v1_l"] * w if self.v1_per_kg else v["v1_l"] * np.ones_like(w)) * iiv("v1")
-            k10 = v["k10_per_min"] * cl_factor * iiv("k10") * iiv("cl") / iiv("v1")
+            k10 = v["k10_per_min"] * cl_factor * iiv("cl") / iiv("v1")
             kw: dict[str, Any] = {}
             if "k12_per_min" in v:
                 kw["k12_per_min"] = v["k12_per_min"] * iiv("k12")
@@ -297,13 +387,13 @@ class Model:
         ckw: dict[str, Any] = {}
         if "v2_l" in v:
             ckw["v2_l"] = v["v2_l"] * vol * iiv("v2")
-            ckw["q2_l_per_min"] = v["q2_l_per_h"] / 60.0 * clf * iiv("q2")
+            ckw["q2_l_per_min"] = v["q2_l_per_h"] / MIN_PER_H * clf * iiv("q2")
         if "v3_l" in v:
             ckw["v3_l"] = v["v3_l"] * vol * iiv("v3")
-            ckw["q3_l_per_min"] = v["q3_l_per_h"] / 60.0 * clf * iiv("q3")
+            ckw["q3_l_per_min"] = v["q3_l_per_h"] / MIN_PER_H * clf * iiv("q3")
         return PKParameters.from_clearances(
             v1_l=v["v1_l"] * vol * iiv("v1"),
-            cl_l_per_min=v["cl_l_per_h"] / 60.0 * clf * cl_factor * iiv("cl"),
+            cl_l_per_min=v["cl_l_per_h"] / MIN_PER_H * clf * cl_factor * iiv("cl"),
             ke0_per_min=ke0_arr,
             metabolite=met,
             **ckw,
@@ -319,15 +409,15 @@ class Model:
         clf = wr**self.clearance_exponent
         vol = wr**self.volume_exponent if m.get("scale_volume_with_weight", True) else 1.0
         vm1 = m["v1_l"] * vol * (np.exp(etas["vm1"]) if "vm1" in etas else 1.0)
-        clm = m["cl_l_per_h"] / 60.0 * clf * (np.exp(etas["clm"]) if "clm" in etas else 1.0)
+        clm = m["cl_l_per_h"] / MIN_PER_H * clf * (np.exp(etas["clm"]) if "clm" in etas else 1.0)
         vm1 = np.asarray(vm1 * np.ones_like(w))
         k12 = np.zeros_like(w)
         k21 = np.zeros_like(w)
         n_cmt = 1
         if "v2_l" in m:
             n_cmt = 2
-            k12 = m["q2_l_per_h"] / 60.0 * clf / vm1
-            k21 = m["q2_l_per_h"] / 60.0 * clf / (m["v2_l"] * vol)
+            k12 = m["q2_l_per_h"] / MIN_PER_H * clf / vm1
+            k21 = m["q2_l_per_h"] / MIN_PER_H * clf / (m["v2_l"] * vol)
         return MetaboliteParameters(
             name=str(m.get("name", "metabolite")),
             fraction_formed=np.full_like(w, float(m.get("fraction_formed", 1.0))),
@@ -432,6 +522,16 @@ def parse_model(data: Mapping[str, Any], *, model_id: str, where: str) -> Model:
             ff = _number(metabolite, "fraction_formed", mw)
             if ff > 1:
                 raise ModelDefinitionError(f"{mw}: fraction_formed must be <= 1, got {ff}")
+        mname = metabolite.get("name", "metabolite")
+        if not isinstance(mname, str) or not _METABOLITE_NAME_RE.fullmatch(mname):
+            raise ModelDefinitionError(
+                f"{mw}: name must be lower-case letters, digits and '_' (it names output "
+                f"columns, e.g. 'norketamine'), got {mname!r}"
+            )
+        scale_v = metabolite.get("scale_volume_with_weight", True)
+        if not isinstance(scale_v, bool):
+            raise ModelDefinitionError(f"{mw}: scale_volume_with_weight must be true or false")
+        metabolite = {**metabolite, "name": mname}
 
     vt = data.get("validity", {})
     vw = f"{where} [validity]"
@@ -447,6 +547,7 @@ def parse_model(data: Mapping[str, Any], *, model_id: str, where: str) -> Model:
         height_cm=_range(vt, "height_cm", vw),
         sex=tuple(sexes) if sexes else None,
         note=str(vt.get("note", "")),
+        caution=str(vt.get("caution", "")),
     )
 
     var = data.get("variability", {})
@@ -480,7 +581,7 @@ def parse_model(data: Mapping[str, Any], *, model_id: str, where: str) -> Model:
             )
     source = data.get("source", {})
     _check_keys(source, _SOURCE_KEYS, f"{where} [source]")
-    return Model(
+    model = Model(
         id=str(data.get("id", model_id)),
         name=name,
         drug=drug,
@@ -498,6 +599,32 @@ def parse_model(data: Mapping[str, Any], *, model_id: str, where: str) -> Model:
         source={k: str(v) for k, v in source.items()},
         is_default=bool(data.get("default", False)),
     )
+    _check_variability(model, where)
+    return model
+
+
+def _check_variability(model: Model, where: str) -> None:
+    vw = f"{where} [variability]"
+    allowed = model.variable_parameters
+    for p, om in model.variability.omega.items():
+        if p not in allowed:
+            raise ModelDefinitionError(
+                f"{vw}: omega_{p} does not apply to this model; choose from {', '.join(allowed)}"
+            )
+        if om < 0:
+            raise ModelDefinitionError(f"{vw}: omega_{p} must be >= 0, got {om}")
+    for a, b in model.variability.correlation:
+        for p in (a, b):
+            if p not in model.variability.omega:
+                raise ModelDefinitionError(f"{vw}: correlation {a},{b} needs omega_{p} as well")
+        if a == b:
+            raise ModelDefinitionError(f"{vw}: correlation {a},{b} pairs a parameter with itself")
+    if model.variability.correlation:
+        cov = model.variability.covariance()
+        if np.linalg.eigvalsh(cov).min() < -1e-12 * float(np.abs(cov).max()):
+            raise ModelDefinitionError(
+                f"{vw}: the correlations do not form a valid (positive semi-definite) matrix"
+            )
 
 
 def load_model_file(path: str | Path) -> Model:
