@@ -6,6 +6,10 @@ for each requested number of patients and worker count, each configuration in a 
 process so that its peak memory is its own. Prints one line per run and the speed-up from 1 to
 N workers.
 
+"CPU s" is the CPU time of the run and its workers, "cores" that divided by the wall time:
+on a machine shared with other work, a speed-up below the number of workers with "cores" below
+it means the workers did not get the processors, not that the work did not split.
+
 Peak memory is ``ru_maxrss``: of the run's main process, and the largest of its worker
 processes (``RUSAGE_CHILDREN`` reports the largest child, not the sum); the total peak is at
 most ``main + workers x largest worker``, which is what the "peak MiB" column shows.
@@ -39,8 +43,11 @@ def _one(n: int, workers: int, chunk_size: int, patients: bool) -> dict[str, flo
         started = time.perf_counter()
         result = run_trial(spec, workers=workers, out_dir=Path(tmp), write_patients=patients)
         elapsed = time.perf_counter() - started
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = me.ru_maxrss / 1024.0  # KiB -> MiB on Linux
+    child = kids.ru_maxrss / 1024.0
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
     peak = own + (workers * child if workers > 1 else 0.0)
     out = result.summary["arms"]["depression-standard"]["outcomes"]
     return {
@@ -51,6 +58,8 @@ def _one(n: int, workers: int, chunk_size: int, patients: bool) -> dict[str, flo
         "maxrss_main_mib": own,
         "maxrss_worker_mib": child,
         "peak_mib": peak,
+        "cpu_s": cpu,
+        "cores_used": cpu / elapsed,
         "peak_cp_median": out["peak_cp_ng_per_ml"]["median"],
     }
 
@@ -76,7 +85,7 @@ def main() -> None:
     )
     print(
         f"{'n':>9} {'workers':>7} {'time s':>8} {'us/pt':>7} {'main MiB':>9} "
-        f"{'worker MiB':>10} {'peak MiB':>9}",
+        f"{'worker MiB':>10} {'peak MiB':>9} {'CPU s':>7} {'cores':>5}",
         flush=True,
     )
     results: dict[tuple[int, int], dict[str, float]] = {}
@@ -92,7 +101,7 @@ def main() -> None:
             print(
                 f"{n:>9,} {w:>7} {r['elapsed_s']:>8.1f} {r['us_per_patient']:>7.1f} "
                 f"{r['maxrss_main_mib']:>9.0f} {r['maxrss_worker_mib']:>10.0f} "
-                f"{r['peak_mib']:>9.0f}",
+                f"{r['peak_mib']:>9.0f} {r['cpu_s']:>7.1f} {r['cores_used']:>5.2f}",
                 flush=True,
             )
     for n in args.n:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from ketaflow.datafile import check_keys, read_toml
 from ketaflow.errors import AuthError, HardLimitError, InputError, ProtocolError, SoftLimitError
 
 if TYPE_CHECKING:
@@ -218,11 +219,7 @@ class DrugLibrary:
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ProtocolError(
-                f"{where}: unknown key {key!r}; allowed keys are {', '.join(sorted(allowed))}"
-            )
+    check_keys(table, allowed, where, error=ProtocolError)
 
 
 def _require(table: Mapping[str, Any], key: str, where: str) -> Any:
@@ -388,14 +385,7 @@ def parse_library(data: Mapping[str, Any], *, where: str = "drug library") -> Dr
 def load_library_file(path: str | Path) -> DrugLibrary:
     """Read and validate a library TOML file (for a clinic's own library)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProtocolError(f"cannot read drug library {str(p)!r}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProtocolError(f"{p.name}: not valid TOML: {exc}") from exc
+    data = read_toml(p, what="drug library", error=ProtocolError)
     return parse_library(data, where=p.name)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from ketaflow.datafile import check_keys, read_toml
 from ketaflow.dosing.body_size import DosingWeightRule
 from ketaflow.dosing.library import DrugLibrary, LimitStatus, load_library
 from ketaflow.dosing.titration import (
@@ -261,11 +262,7 @@ class Protocol:
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ProtocolError(
-                f"{where}: unknown key {key!r}; allowed keys are {', '.join(sorted(allowed))}"
-            )
+    check_keys(table, allowed, where, error=ProtocolError)
 
 
 def _table(data: Mapping[str, Any], key: str, where: str, allowed: set[str]) -> Mapping[str, Any]:
@@ -552,14 +549,7 @@ def parse_protocol(
 def load_protocol_file(path: str | Path, *, library: DrugLibrary | None = None) -> Protocol:
     """Read and validate a protocol TOML file; its ``name`` must equal the file name."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProtocolError(f"cannot read protocol file {str(p)!r}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProtocolError(f"{p.name}: not valid TOML: {exc}") from exc
+    data = read_toml(p, what="protocol file", error=ProtocolError)
     return parse_protocol(data, name=p.stem, where=p.name, library=library)
 
 

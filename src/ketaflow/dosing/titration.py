@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from ketaflow.datafile import check_keys
 from ketaflow.errors import InputError, ProtocolError
 
 FloatArray = npt.NDArray[np.float64]
@@ -507,11 +508,7 @@ def suggest_in_session(
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ProtocolError(
-                f"{where}: unknown key {key!r}; allowed keys are {', '.join(sorted(allowed))}"
-            )
+    check_keys(table, allowed, where, error=ProtocolError)
 
 
 def _text(table: Mapping[str, Any], key: str, where: str) -> str:

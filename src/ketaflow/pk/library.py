@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from ketaflow.datafile import check_keys, read_toml
 from ketaflow.errors import ModelDefinitionError, ModelValidityWarning
 from ketaflow.pk.parameters import MetaboliteParameters, PKParameters
 from ketaflow.units import MIN_PER_H
@@ -116,11 +117,7 @@ VARIABLE_PARAMETERS = (
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ModelDefinitionError(
-                f"{where}: unknown key {key!r}; allowed keys are {', '.join(sorted(allowed))}"
-            )
+    check_keys(table, allowed, where, error=ModelDefinitionError)
 
 
 def _number(table: Mapping[str, Any], key: str, where: str, *, positive: bool = True) -> float:
@@ -630,14 +627,7 @@ def _check_variability(model: Model, where: str) -> None:
 def load_model_file(path: str | Path) -> Model:
     """Read and validate a model TOML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelDefinitionError(f"cannot read model file {str(p)!r}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelDefinitionError(f"{p.name}: not valid TOML: {exc}") from exc
+    data = read_toml(p, what="model file", error=ModelDefinitionError)
     return parse_model(data, model_id=p.stem, where=p.name)
 
 

@@ -222,12 +222,6 @@ def test_bad_input_is_one_line_and_exit_2(
     assert fragment in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/main.py (owned by the lead) catches click.UsageError, but Typer 0.29 raises its "
-    "vendored typer._click exceptions, so an unknown option ends in a traceback instead of "
-    "exit 2; remove this mark when main.py catches them",
-)
 def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run(capsys, "simulate", "--wieght", "70")
     assert rc == 2
