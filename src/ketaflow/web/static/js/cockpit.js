@@ -331,8 +331,9 @@ function renderCharts() {
     const pts = state.vitals.filter((r) => r.kind === v.kind).map((r) => [minutesAt(r.t), r.value]);
     const latest = state.vitals.filter((r) => r.kind === v.kind).at(-1);
     drawChart($(`#chart-${v.kind}`), {
-      height: 110,
+      height: 120,
       compact: true,
+      labelRoom: 12,
       x: { min: xr.min, max: xr.max },
       y: { min: v.y_min, max: v.y_max, label: v.unit },
       series: [{ points: pts, cls: `s-vital`, label: null }],
