@@ -323,9 +323,38 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     doc.goto(f"{session_url}/report")
     doc.locator("#r-rates tbody tr").first.wait_for()
     _shot(doc, "11-report")
+    pdf = doc.request.get(f"{session_url}/report.pdf")
+    assert pdf.status == 200
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.body()[:5] == b"%PDF-"
     doc.context.close()
     nurse.context.close()
     tablet.context.close()
+
+
+def test_the_demo_clinic_seeds_over_http_and_shows_a_course(
+    browser: Any, base_url: str, api: ApiClient
+) -> None:
+    _needs_clinic(api)
+    from ketaflow.cli.demo_seed import seed_demo
+
+    clinic = seed_demo(api, log=lambda _m: None)
+    assert clinic.live_session_id is not None
+    nurse = _signed_in(browser, base_url, "nurse")
+    card = nurse.locator(".chair", has_text="Morgan, Alex")
+    _see(nurse, card)
+    assert "infusing" in card.inner_text().lower()
+    _shot(nurse, "02-board-demo")
+    nurse.goto(f"{base_url}/patients/{clinic.patient_id}")
+    _see(nurse, nurse.locator("#pt-courses .course"))
+    timeline = nurse.locator("#pt-courses .timeline li").all_inner_texts()
+    assert len(timeline) == 4
+    assert "PHQ-9 19" in timeline[0]
+    assert "PHQ-9 8" in timeline[2]
+    _see(nurse, nurse.locator("#outcome-chart .threshold-label", has_text="PHQ-9 response"))
+    assert "✓ response" in nurse.locator("#pt-courses .outcome").inner_text()
+    _shot(nurse, "03-patient-chart-course")
+    nurse.context.close()
 
 
 def test_pages_send_a_restrictive_content_security_policy(base_url: str) -> None:

@@ -13,13 +13,19 @@ authorisation declaration on every route) stays exactly the API.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import shutil
+import tempfile
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -65,6 +71,7 @@ VITAL_CHARTS: Final[tuple[tuple[str, str, str, float, float], ...]] = (
 )
 
 _PKG = files("ketaflow.web")
+_log = logging.getLogger(__name__)
 
 
 def _resource_dir(name: str) -> Path:
@@ -158,9 +165,11 @@ def chart_config() -> dict[str, Any]:
     }
 
 
-def _page(template: str, request: Request, **context: Any) -> HTMLResponse:
+def _page(
+    template: str, request: Request, *, status_code: int = 200, **context: Any
+) -> HTMLResponse:
     html = _environment().get_template(template).render(request=request, **context)
-    return HTMLResponse(html, headers=PAGE_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -294,6 +303,138 @@ async def kiosk_pair(request: Request) -> Response:
     return response
 
 
+#: Where Chromium is looked for, for server-side PDFs (Debian's package first).
+CHROMIUM_CANDIDATES: Final[tuple[str, ...]] = ("/usr/bin/chromium", "chromium", "chromium-browser")
+PDF_TIMEOUT_S: Final[float] = 60.0
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable for ``--print-to-pdf``, or None."""
+    for name in CHROMIUM_CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+_PRINT_POLICY: Final[str] = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "style-src 'unsafe-inline'; img-src data:\">"
+)
+
+
+def _with_print_policy(html: str) -> str:
+    """``html`` with :data:`_PRINT_POLICY` as the first thing in its head."""
+    lower = html.lower()
+    at = lower.find("<head>")
+    if at >= 0:
+        return html[: at + 6] + _PRINT_POLICY + html[at + 6 :]
+    return _PRINT_POLICY + html
+
+
+async def html_to_pdf(html: str, chromium: str) -> bytes:
+    """Print ``html`` (self-contained, no scripts needed) to PDF with headless Chromium.
+
+    The page is read from a local file with a Content-Security-Policy that allows no script
+    and no fetch (inline styles and data: images only). Raises
+    :class:`RuntimeError` when Chromium fails or takes longer than :data:`PDF_TIMEOUT_S`.
+    """
+    with tempfile.TemporaryDirectory(prefix="ketaflow-pdf-") as tmp:
+        src = Path(tmp) / "report.html"
+        out = Path(tmp) / "report.pdf"
+        src.write_text(_with_print_policy(html), encoding="utf-8")
+        args = [
+            chromium,
+            "--headless=new",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={Path(tmp) / 'profile'}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={out}",
+            src.as_uri(),
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # Chromium refuses to run as root with its sandbox; the page is our own report.
+            args.insert(1, "--no-sandbox")
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), PDF_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"chromium did not finish within {PDF_TIMEOUT_S:g} s") from None
+        if proc.returncode != 0 or not out.is_file():
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
+            raise RuntimeError(f"chromium exited with {proc.returncode}: {' '.join(tail)}")
+        return out.read_bytes()
+
+
+async def report_pdf(request: Request) -> Response:
+    """The service's session report as a PDF, printed by headless Chromium on the server.
+
+    The HTML comes from ``GET /api/v1/sessions/{id}/report`` called in-process with the
+    caller's own credentials, so the API's authorisation and audit apply unchanged.
+    """
+    session_id = _int_param(request, "session_id")
+    if session_id is None:
+        return _not_found(request)
+    chromium = find_chromium()
+    api_app = request.scope.get("ketaflow.api_app")
+    if chromium is None or api_app is None:
+        return _page(
+            "message.html",
+            request,
+            title="PDF not available",
+            page="message",
+            status_code=501,
+            message="This server cannot make PDFs (Chromium is not installed). Open the "
+            "report and use Print, then Save as PDF.",
+            back=f"/sessions/{session_id}/report",
+        )
+    headers = {k: v for k, v in request.headers.items() if k in ("cookie", "authorization")}
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ketaflow.local") as c:
+        answer = await c.get(f"/api/v1/sessions/{session_id}/report", headers=headers)
+    if answer.status_code == 401:
+        return RedirectResponse(
+            f"/login?next=/sessions/{session_id}/report", status_code=303, headers=PAGE_HEADERS
+        )
+    if answer.status_code != 200:
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+            headers=PAGE_HEADERS,
+        )
+    try:
+        pdf = await html_to_pdf(answer.text, chromium)
+    except RuntimeError as exc:
+        _log.warning("report PDF for session %s failed: %s", session_id, exc)
+        return _page(
+            "message.html",
+            request,
+            title="PDF failed",
+            page="message",
+            status_code=503,
+            message="The PDF could not be made just now. Open the report and use Print, then "
+            "Save as PDF.",
+            back=f"/sessions/{session_id}/report",
+        )
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={
+            **PAGE_HEADERS,
+            "Content-Disposition": f'attachment; filename="session-{session_id}-report.pdf"',
+        },
+    )
+
+
 async def admin(request: Request) -> Response:
     """Administration: users and roles, protocols and drug library (read-only), audit search."""
     return _page("admin.html", request, title="Administration", page="admin")
@@ -314,6 +455,7 @@ def build_web_app() -> Starlette:
         Route("/patients/{patient_id}", patient),
         Route("/sessions/{session_id}", cockpit),
         Route("/sessions/{session_id}/report", report),
+        Route("/sessions/{session_id}/report.pdf", report_pdf),
         Route("/kiosk", kiosk),
         Route("/kiosk/pair", kiosk_pair, methods=["GET", "POST"]),
         Route("/admin", admin),
@@ -332,7 +474,9 @@ class WebMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not str(scope.get("path", "")).startswith(API_PREFIX):
-            await self.web(scope, receive, send)
+            # The PDF page calls the API in-process through the whole application.
+            api_app = scope.get("app", self.app)
+            await self.web({**scope, "ketaflow.api_app": api_app}, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -90,6 +90,12 @@ def test_the_api_still_answers_its_own_paths(client: TestClient) -> None:
     assert r.json()["error"]["code"] == "not_found"
 
 
+def test_the_pdf_report_needs_a_signed_in_user(client: TestClient) -> None:
+    r = client.get("/sessions/5/report.pdf", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/login?next=/sessions/5/report")
+
+
 def test_root_goes_to_the_board(client: TestClient) -> None:
     r = client.get("/", follow_redirects=False)
     assert r.status_code == 303
@@ -167,3 +173,19 @@ def test_demo_passwords_are_memorable_on_loopback_and_random_elsewhere() -> None
     assert set(fixed) == set(DEMO_USERS)
     assert all(len(p) >= 12 for p in fixed.values())
     assert demo_passwords(random=True) != demo_passwords(random=True)
+
+
+@pytest.mark.parametrize(
+    ("html", "head_first"),
+    [("<html><head><title>r</title></head></html>", True), ("<p>bare</p>", False)],
+)
+def test_the_printed_report_forbids_scripts_and_fetches(html: str, head_first: bool) -> None:
+    from ketaflow.web.app import _with_print_policy
+
+    out = _with_print_policy(html)
+    assert "default-src 'none'" in out
+    assert "script-src" not in out  # default-src 'none' covers scripts
+    if head_first:
+        assert out.startswith('<html><head><meta http-equiv="Content-Security-Policy"')
+    else:
+        assert out.endswith(html)

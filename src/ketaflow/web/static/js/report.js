@@ -63,6 +63,7 @@ async function load() {
     $("#r-printed").textContent = fmtDateTime(new Date().toISOString());
     fetch(`/api/v1/sessions/${sid}/report`, { credentials: "same-origin" }).then((r) => {
       $("#server-report").hidden = !r.ok;
+      $("#server-pdf").hidden = !r.ok;
     });
   } catch (err) {
     showError($("#r-error"), err);
