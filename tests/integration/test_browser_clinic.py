@@ -215,6 +215,7 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     nurse.get_by_role("button", name="Check in").click()
     nurse.get_by_role("button", name="Start pre-assessment").wait_for(state="visible")
     nurse.get_by_role("button", name="Start pre-assessment").click()
+    _see(nurse, nurse.locator("#s-state", has_text="pre assessment"))
     nurse.get_by_text("Pre-assessment checklist").click()
     nurse.get_by_label("Fasting confirmed").check()
     nurse.get_by_label("Consent confirmed").check()
@@ -223,6 +224,7 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     _shot(nurse, "04-cockpit-pre-assessment")
 
     doc.reload()
+    _see(doc, doc.locator("#s-state", has_text="pre assessment"))
     doc.get_by_text("Order", exact=True).click()
     doc.get_by_role("button", name="Write order").click()
     doc.locator("#order-view p").first.wait_for()
@@ -233,6 +235,7 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
 
     # Independent double check from the nurse's screen, then start.
     nurse.reload()
+    _see(nurse, nurse.locator("[data-action=double_check] summary[aria-disabled=false]"))
     nurse.get_by_text("Independent double check").click()
     nurse.get_by_label("Rate mL/h").fill(str(pump["rate_ml_per_h"]))
     nurse.get_by_label("VTBI mL").fill(str(pump["vtbi_ml"]))
@@ -313,6 +316,7 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     _wait(lambda: nurse.get_by_role("button", name="Start recovery").is_enabled())
     nurse.get_by_role("button", name="Start recovery").click()
     doc.reload()
+    _see(doc, doc.locator("#s-state", has_text="recovery"))
     doc.get_by_text("Discharge checklist").click()
     doc.get_by_label("Escort present and taking the patient home").check()
     doc.get_by_label("Patient acknowledges: no driving until tomorrow").check()

@@ -251,9 +251,10 @@ function renderActions() {
       if (c.id === "preview-btn" || c.id === "new-rate" || c.id === "pause-min") continue; // a preview is always allowed
       c.disabled = !enabled;
     }
-    if (node.tagName === "DETAILS") {
-      node.querySelector("summary").setAttribute("aria-disabled", String(!enabled));
-      if (!enabled) node.open = false;
+    const details = node.querySelector(":scope > details");
+    if (details) {
+      details.querySelector("summary").setAttribute("aria-disabled", String(!enabled));
+      if (!enabled) details.open = false;
     }
     if (why) why.textContent = enabled ? "" : `Not now: ${a && a.reason ? a.reason : "not allowed in this state"}`;
   }
@@ -540,6 +541,10 @@ async function preview() {
   renderCharts();
 }
 $("#preview-btn").addEventListener("click", preview);
+// A disabled checklist does not open (its reason is shown under it).
+root.addEventListener("click", (ev) => {
+  if (ev.target.closest("summary[aria-disabled=true]")) ev.preventDefault();
+});
 let previewTimer = null;
 for (const id of ["#new-rate", "#pause-min"]) {
   $(id).addEventListener("input", () => {
