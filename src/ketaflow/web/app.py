@@ -39,6 +39,8 @@ from ketaflow.clinical.alarms import VitalRule, load_alarm_rules
 from ketaflow.clinical.course import Indication
 from ketaflow.clinical.scales import scale_definitions
 from ketaflow.clinical.screening import COMPUTED_CODES, default_screening_rules
+from ketaflow.dosing.library import load_library
+from ketaflow.dosing.protocols import list_protocols
 from ketaflow.pk.effect import DISSOCIATION_BAND_NG_PER_ML
 
 #: The API's path prefix; everything under it is left to the API application.
@@ -435,9 +437,66 @@ async def report_pdf(request: Request) -> Response:
     )
 
 
+@cache
+def library_view() -> dict[str, Any]:
+    """The shipped protocols and drug library, for the read-only administration view."""
+    lib = load_library()
+    return {
+        "protocols": [
+            {
+                "name": p.name,
+                "title": p.title,
+                "version": p.version,
+                "indication": p.indication,
+                "dose_text": p.dose_text,
+                "concentration_mg_per_ml": p.standard_concentration_mg_per_ml,
+                "sessions": p.course.sessions,
+            }
+            for p in list_protocols()
+        ],
+        "library": {
+            "version": lib.version,
+            "effective_date": lib.effective_date.isoformat(),
+            "status": lib.status,
+            "care_areas": [
+                {
+                    "name": ca.name,
+                    "label": ca.label,
+                    "concentrations_mg_per_ml": list(ca.concentrations_mg_per_ml),
+                    "limits": [
+                        {
+                            "name": lim.name,
+                            "soft": _range(lim.soft_min, lim.soft_max)
+                            if lim.allowed
+                            else "not allowed",
+                            "hard": _range(lim.hard_min, lim.hard_max) if lim.allowed else "",
+                        }
+                        for lim in ca.limits.values()
+                    ],
+                }
+                for ca in lib.care_areas.values()
+            ],
+        },
+    }
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is None and high is None:
+        return "–"
+    if low is None:
+        return f"≤ {high:g}"
+    if high is None:
+        return f"≥ {low:g}"
+    return f"{low:g}–{high:g}"
+
+
 async def admin(request: Request) -> Response:
-    """Administration: users and roles, protocols and drug library (read-only), audit search."""
-    return _page("admin.html", request, title="Administration", page="admin")
+    """Administration: users and roles, protocols and drug library (read-only), audit search.
+
+    Protocols and the drug library are the shipped data files (no patient data), rendered here
+    because the API shows them to clinical staff only.
+    """
+    return _page("admin.html", request, title="Administration", page="admin", **library_view())
 
 
 async def fallback(request: Request) -> Response:

@@ -38,21 +38,6 @@ async function loadAudit(filter = {}) {
   );
 }
 
-async function loadLibrary() {
-  const box = $("#library");
-  const parts = [];
-  for (const [path, title] of [["/protocols", "Protocols"], ["/drug-library", "Drug library"]]) {
-    try {
-      const data = await api("GET", path);
-      const items = Array.isArray(data) ? data : data.items || data.protocols || data.entries || [data];
-      parts.push(el("div", {}, el("h3", { text: title }), el("ul", { class: "plain" }, items.map((p) => el("li", {}, el("strong", { text: p.title || p.name || p.id || "" }), " ", el("span", { class: "muted", text: [p.version && `version ${p.version}`, p.indication, p.dose_text || p.doses].filter(Boolean).join(" · ") }))))));
-    } catch (err) {
-      parts.push(el("div", {}, el("h3", { text: title }), el("p", { class: "muted", text: err.status === 403 ? "Not visible to this role." : err.status === 404 ? "Not available on this server yet." : err.message })));
-    }
-  }
-  box.replaceChildren(...parts);
-}
-
 $("#user-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = ev.currentTarget;
@@ -78,7 +63,7 @@ initChrome().then(async (p) => {
     return;
   }
   try {
-    await Promise.all([loadUsers(), loadAudit(), loadLibrary()]);
+    await Promise.all([loadUsers(), loadAudit()]);
   } catch (err) {
     showError($("#admin-error"), err);
   }

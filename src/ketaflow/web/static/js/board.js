@@ -29,7 +29,8 @@ function card(s) {
     .filter((p) => counts[p] > 0)
     .map((p) => el("li", {}, priorityBadge(p), ` × ${counts[p]}`));
   const od = s.overdue_readings === true ? ["vital signs"] : overdue(s);
-  const elapsed = s.elapsed_min ?? s.elapsed_minutes;
+  const closed = ["discharged", "aborted"].includes(s.state);
+  const elapsed = closed ? undefined : s.elapsed_min ?? s.elapsed_minutes;
   return el(
     "li",
     { class: `chair chair-${s.state}${counts.high ? " has-high" : ""}` },
@@ -42,10 +43,10 @@ function card(s) {
       el(
         "span",
         { class: "chair-meta" },
-        elapsed !== undefined && elapsed !== null ? `Elapsed ${fmtElapsed(elapsed)}` : `Scheduled ${fmtTime(s.scheduled_for)}`,
+        closed ? `Finished · scheduled ${fmtTime(s.scheduled_for)}` : elapsed !== undefined && elapsed !== null ? `Elapsed ${fmtElapsed(elapsed)}` : `Scheduled ${fmtTime(s.scheduled_for)}`,
       ),
     ),
-    alarms.length ? el("ul", { class: "chair-alarms", "aria-label": "Active alarms" }, alarms) : el("p", { class: "muted small", text: "No active alarms" }),
+    alarms.length ? el("ul", { class: "chair-alarms", "aria-label": closed ? "Alarms not yet resolved" : "Active alarms" }, alarms) : el("p", { class: "muted small", text: "No active alarms" }),
     od.length ? el("p", { class: "overdue" }, el("span", { "aria-hidden": "true", text: "⏰ " }), `Overdue: ${od.map(words).join(", ")}`) : null,
   );
 }
@@ -56,7 +57,10 @@ async function refresh() {
   $("#board-date").textContent = today.toLocaleDateString([], { dateStyle: "full" });
   try {
     const data = await api("GET", `/sessions?date=${iso}`);
-    const rows = Array.isArray(data) ? data : data.items || data.sessions || [];
+    const rows = (Array.isArray(data) ? data : data.items || data.sessions || []).slice();
+    // Sessions still running first, finished ones last; otherwise in scheduled order.
+    const done = (s) => (["discharged", "aborted"].includes(s.state) ? 1 : 0);
+    rows.sort((a, b) => done(a) - done(b));
     const list = $("#board");
     list.replaceChildren(...rows.map(card));
     list.setAttribute("aria-busy", "false");
