@@ -156,7 +156,7 @@ def trial(
         float | None,
         typer.Option(
             "--cadss-per-fraction",
-            help="ASSUMED CADSS points per unit of predicted dissociation (default 17.2, "
+            help="ASSUMED CADSS points per unit of predicted dissociation (default 17.1, "
             "calibrated; 92 = scale maximum).",
         ),
     ] = None,

@@ -53,11 +53,11 @@ CADSS_MAX_POINTS: Final = 92.0
 #: depression-titration protocol for its > 17 hold rule).
 CADSS_MEAN_AT_0_5_MG_PER_KG: Final = 7.7
 #: Mean predicted peak dissociation fraction of depression-standard (0.5 mg/kg over 40 min,
-#: actual weight) in the default virtual population (Kamp 2020 PK, Olofsen 2022 PD), from a
-#: 100,000-patient trial (seed 7): 0.447 (95 % CI 0.446 to 0.449).
-MEAN_PEAK_DISSOCIATION_AT_0_5_MG_PER_KG: Final = 0.447
+#: actual weight) in the default virtual population and model, from a 100,000-patient
+#: one-session trial (seed 7, 360-min horizon): 0.450 (95 % CI 0.449 to 0.451).
+MEAN_PEAK_DISSOCIATION_AT_0_5_MG_PER_KG: Final = 0.450
 #: Default CADSS points per unit of predicted dissociation fraction: calibrated so that the
-#: mean predicted CADSS at 0.5 mg/kg equals the published mean (7.7 / 0.447 = 17.2).
+#: mean predicted CADSS at 0.5 mg/kg equals the published mean (7.7 / 0.450 = 17.1).
 DEFAULT_CADSS_POINTS_PER_FRACTION: Final = round(
     CADSS_MEAN_AT_0_5_MG_PER_KG / MEAN_PEAK_DISSOCIATION_AT_0_5_MG_PER_KG, 1
 )
@@ -140,7 +140,7 @@ class CadssMapping:
     """CADSS total from predicted dissociation: ``points_per_fraction`` x fraction (0-92).
 
     No published model links the CADSS to ketamine concentration; this linear map is an
-    assumption. The default (17.2 points per unit) is calibrated on the published mean CADSS
+    assumption. The default (17.1 points per unit) is calibrated on the published mean CADSS
     at 0.5 mg/kg (see :data:`DEFAULT_CADSS_POINTS_PER_FRACTION`); 92 reads the model's
     fraction of maximum effect as a fraction of the scale's maximum.
     """
