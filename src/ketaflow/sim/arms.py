@@ -393,7 +393,12 @@ class TrialArm:
                     f"got {value}",
                     field=name,
                 )
-        self.instructions()  # parse now, so a bad dose text fails at definition
+        parsed = self.instructions()  # parse now, so a bad dose text fails at definition
+        if self.titration is not None and not all(i.per_kg for i in parsed):
+            raise ProtocolError(
+                f"arm {self.name!r}: a titrating arm needs per-kg dose texts (mg/kg)",
+                field="doses",
+            )
 
     def instructions(self) -> list[DoseInstruction]:
         """The parsed dose texts."""

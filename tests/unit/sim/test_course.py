@@ -322,3 +322,16 @@ def test_cli_bad_course_options_are_one_line_and_exit_2(
     assert rc == 2
     assert fragment in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_titrating_arm_needs_a_per_kg_order_and_dose() -> None:
+    from ketaflow.errors import ProtocolError
+    from ketaflow.sim.arms import TrialArm
+
+    protocol = load_protocol("depression-titration")
+    with pytest.raises(ProtocolError, match="dose_mg_per_kg"):
+        TrialArm("t", ("0.5 mg/kg over 40 min",), titration=protocol.titration)
+    with pytest.raises(ProtocolError, match="per-kg"):
+        TrialArm("t", ("35 mg over 40 min",), titration=protocol.titration, dose_mg_per_kg=0.5)
+    with pytest.raises(ProtocolError, match="course_sessions"):
+        TrialArm("t", ("0.5 mg/kg over 40 min",), course_sessions=0)
