@@ -1,6 +1,7 @@
 """In-silico trial on a real Dask distributed cluster equals the local run, bitwise.
 
-A LocalCluster with two worker processes (one thread each) runs the same trial as this process.
+A LocalCluster with two worker processes (one thread each) runs the same trial (a 3-session
+course with between-session titration) as this process.
 The chunking is the same and chunk results are merged in chunk order, so the summaries are
 identical to the last bit (not just to 1e-12), and so are the per-patient rows.
 """
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from ketaflow.sim.arms import resolve_arms
+from ketaflow.sim.course import CourseSettings
 from ketaflow.sim.engine import SessionSettings, TimeGrid
 from ketaflow.sim.trial import make_spec, run_trial
 
@@ -27,6 +29,7 @@ def test_local_cluster_equals_local_run(tmp_path: Path) -> None:
         seed=31,
         chunk_size=500,
         settings=SessionSettings(grid=TimeGrid(horizon_min=240.0, dt_min=0.5)),
+        course=CourseSettings(sessions=3),
     )
     local = run_trial(spec, workers=1, out_dir=tmp_path / "local", report=False)
     with distributed.LocalCluster(
@@ -45,7 +48,10 @@ def test_local_cluster_equals_local_run(tmp_path: Path) -> None:
 
     a = pq.read_table(local.files["patients"])
     b = pq.read_table(remote.files["patients"])
-    assert a.num_rows == b.num_rows == 4000
+    assert a.num_rows == b.num_rows == 2000 * 2 * 3
+    # The titration arm did titrate (session 3 differs from the fixed-dose arm).
+    paired = local.summary["course"]["paired"][0]["per_session"]
+    assert paired[2]["outcomes"]["dose_mg_per_kg"]["mean_difference"] > 0.05
     for name in a.column_names:
         np.testing.assert_array_equal(
             a.column(name).to_numpy(zero_copy_only=False),

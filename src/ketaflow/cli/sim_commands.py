@@ -47,6 +47,55 @@ def _key_rows(summary: dict[str, Any]) -> list[str]:
     return rows
 
 
+_SESSION_KEYS = ("dose_mg_per_kg", "peak_dissociation", "stop_threshold_crossed")
+_COURSE_KEYS = (
+    "max_dose_mg_per_kg",
+    "reached_ceiling",
+    "cumulative_dose_mg",
+    "any_stop_threshold_crossed",
+)
+
+
+def _value(stats: dict[str, Any]) -> tuple[Any, Any, Any]:
+    if "proportion" in stats:
+        return stats["proportion"], stats["ci95"][0], stats["ci95"][1]
+    return stats["mean"], stats["mean_ci95"][0], stats["mean_ci95"][1]
+
+
+def _course_rows(summary: dict[str, Any]) -> list[str]:
+    """Course results: per session (session number in the outcome) and per course."""
+    course = summary["course"]
+    rows = [
+        "# response assumption: " + course["response_assumption"]["label"],
+        f"# CADSS mapping: {course['cadss_mapping']['points_per_fraction']:g} points per unit "
+        "of predicted dissociation (assumption)",
+        "protocol\tsession\toutcome\tvalue\tci95_low\tci95_high",
+    ]
+    for arm, data in course["arms"].items():
+        for s in data["per_session"]:
+            for key in _SESSION_KEYS:
+                v, lo, hi = _value(s["outcomes"][key])
+                rows.append(f"{arm}\t{s['session_number']}\t{key}\t{_g(v)}\t{_g(lo)}\t{_g(hi)}")
+        for key in _COURSE_KEYS:
+            v, lo, hi = _value(data["per_course"]["outcomes"][key])
+            rows.append(f"{arm}\tcourse\t{key}\t{_g(v)}\t{_g(lo)}\t{_g(hi)}")
+    for pair in course["paired"]:
+        head = f"{pair['b']} - {pair['a']}"
+        for s in pair["per_session"]:
+            d = s["outcomes"]["dose_mg_per_kg"]
+            rows.append(
+                f"{head}\t{s['session_number']}\tdose_mg_per_kg\t{_g(d['mean_difference'])}\t"
+                f"{_g(d['ci95'][0])}\t{_g(d['ci95'][1])}"
+            )
+        for key in ("cumulative_dose_mg", "any_stop_threshold_crossed"):
+            d = pair["per_course"][key]
+            rows.append(
+                f"{head}\tcourse\t{key}\t{_g(d['mean_difference'])}\t"
+                f"{_g(d['ci95'][0])}\t{_g(d['ci95'][1])}"
+            )
+    return rows
+
+
 def _g(v: float | None) -> str:
     return "NA" if v is None else f"{v:.6g}"
 
@@ -81,15 +130,40 @@ def trial(
     dt_min: Annotated[float, typer.Option("--dt", help="Time step and output grid, min.")] = 0.5,
     patients: Annotated[
         bool,
-        typer.Option("--patients/--no-patients", help="Write one row per patient and protocol."),
+        typer.Option(
+            "--patients/--no-patients", help="Write one row per patient, protocol and session."
+        ),
     ] = True,
     fmt: Annotated[
         str, typer.Option("--format", help="Per-patient file: auto, parquet or csv.")
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    sessions: Annotated[
+        int | None,
+        typer.Option(
+            "--sessions", help="Sessions per course (default: each protocol's [course] sessions)."
+        ),
+    ] = None,
+    response: Annotated[
+        str,
+        typer.Option(
+            "--response",
+            help="ASSUMED % improvement after each session: none (0 %, worst case for exposure) "
+            "or fixed:PCT.",
+        ),
+    ] = "none",
+    cadss_per_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--cadss-per-fraction",
+            help="ASSUMED CADSS points per unit of predicted dissociation (default 17.1, "
+            "calibrated; 92 = scale maximum).",
+        ),
+    ] = None,
 ) -> None:
     """Run an in-silico trial: every protocol on the same virtual patients, with paired results."""
     from ketaflow.sim.arms import resolve_arms
+    from ketaflow.sim.course import CadssMapping, CourseSettings, ResponseAssumption
     from ketaflow.sim.engine import SessionSettings, TimeGrid
     from ketaflow.sim.trial import default_workers, make_spec, run_trial
 
@@ -107,12 +181,22 @@ def trial(
         model=model,
         chunk_size=chunk_size,
         settings=SessionSettings(grid=TimeGrid(horizon_min=horizon_min, dt_min=dt_min)),
+        course=CourseSettings(
+            sessions=sessions,
+            response=ResponseAssumption.parse(response),
+            cadss=CadssMapping()
+            if cadss_per_fraction is None
+            else CadssMapping(cadss_per_fraction),
+        ),
     )
     n_workers = default_workers() if workers is None else workers
     where = f"Dask scheduler {scheduler}" if scheduler else f"{n_workers} local worker(s)"
+    courses = ", ".join(f"{a.name} {spec.sessions(a)}" for a in spec.arms)
     typer.echo(
-        f"ketaflow trial: {n:,} virtual patients x {len(spec.arms)} protocol(s), seed "
-        f"{spec.population.seed}, on {where}",
+        f"ketaflow trial: {n:,} virtual patients x {len(spec.arms)} protocol(s) (sessions: "
+        f"{courses}), seed {spec.population.seed}, on {where}; ASSUMED response "
+        f"{spec.course.response.label}, CADSS {spec.course.cadss.points_per_fraction:g} x "
+        "predicted dissociation",
         err=True,
     )
     result = run_trial(
@@ -125,6 +209,8 @@ def trial(
         progress=not quiet,
     )
     for line in _key_rows(result.summary):
+        typer.echo(line)
+    for line in _course_rows(result.summary):
         typer.echo(line)
     files = ", ".join(str(p) for p in result.files.values())
     typer.echo(f"done in {result.elapsed_s:.1f} s; wrote {files}", err=True)

@@ -46,6 +46,7 @@ from ketaflow.dosing.protocols import Protocol as DosingProtocol
 from ketaflow.dosing.protocols import load_protocol, load_protocol_file
 from ketaflow.dosing.titration import (
     IN_SESSION_CONDITIONS,
+    BetweenSessionRule,
     BloodPressureEvent,
     EventKind,
     HeartRateEvent,
@@ -53,6 +54,7 @@ from ketaflow.dosing.titration import (
     InSessionRule,
     IntensityEvent,
     SessionEvent,
+    TitrationBounds,
     suggest_in_session,
 )
 from ketaflow.errors import InputError, ProtocolError
@@ -332,6 +334,11 @@ class TrialArm:
     taken every ``vitals_during_infusion_every_min`` while the infusion runs (or is paused) and
     every ``vitals_after_infusion_every_min`` after it; ``confirm_*`` and ``sustained_hr_above``
     say which readings count as consecutive high BP or sustained high HR for the rules.
+
+    A course has ``course_sessions`` sessions. A titrating arm (``titration`` bounds and
+    ``between_sessions`` rules of :mod:`ketaflow.dosing.titration`) doses session 1 at
+    ``dose_mg_per_kg`` (the dose of ``doses``, a per-kg order) and later sessions at the dose
+    its rules choose; the order is then scaled by dose / ``dose_mg_per_kg``.
     """
 
     name: str
@@ -348,12 +355,31 @@ class TrialArm:
     sustained_hr_above: float = 120.0
     max_infusion_factor: float = 2.0
     source: str = "custom"
+    course_sessions: int = 1
+    dose_mg_per_kg: float | None = None
+    titration: TitrationBounds | None = None
+    between_sessions: tuple[BetweenSessionRule, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise InputError("arm name must not be empty", field="protocol")
         if not self.doses:
             raise ProtocolError(f"arm {self.name!r} has no dose", field="protocol")
+        if not 1 <= self.course_sessions <= 100:
+            raise ProtocolError(
+                f"arm {self.name!r}: course_sessions must lie in 1-100, got {self.course_sessions}",
+                field="course_sessions",
+            )
+        if self.titration is not None and not (
+            self.dose_mg_per_kg is not None
+            and math.isfinite(self.dose_mg_per_kg)
+            and self.dose_mg_per_kg > 0
+        ):
+            raise ProtocolError(
+                f"arm {self.name!r}: a titrating arm needs its per-kg session dose "
+                "(dose_mg_per_kg)",
+                field="dose_mg_per_kg",
+            )
         if not self.max_infusion_factor >= 1.0:
             raise ProtocolError(
                 f"max_infusion_factor must be >= 1, got {self.max_infusion_factor}",
@@ -367,7 +393,12 @@ class TrialArm:
                     f"got {value}",
                     field=name,
                 )
-        self.instructions()  # parse now, so a bad dose text fails at definition
+        parsed = self.instructions()  # parse now, so a bad dose text fails at definition
+        if self.titration is not None and not all(i.per_kg for i in parsed):
+            raise ProtocolError(
+                f"arm {self.name!r}: a titrating arm needs per-kg dose texts (mg/kg)",
+                field="doses",
+            )
 
     def instructions(self) -> list[DoseInstruction]:
         """The parsed dose texts."""
@@ -408,6 +439,10 @@ def protocol_arm(protocol: DosingProtocol, *, max_infusion_factor: float = 2.0) 
         sustained_hr_above=protocol.alarms.hr_above_bpm,
         max_infusion_factor=max_infusion_factor,
         source=f"ketaflow.dosing protocol {protocol.name} v{protocol.version}",
+        course_sessions=protocol.course.sessions,
+        dose_mg_per_kg=protocol.session_dose_mg_per_kg,
+        titration=protocol.titration,
+        between_sessions=tuple(protocol.between_sessions),
     )
 
 

@@ -178,6 +178,24 @@ class SessionSettings:
         return int(self.grid.horizon_min // NOISE_SLOT_MIN) + 1
 
 
+#: Block-stream ids of the within-session noise of sessions 2, 3, ... of a course start here.
+STREAM_COURSE_NOISE_BASE: Final = 1000
+
+
+def noise_stream(session_number: int) -> int:
+    """Block-stream id of the within-session noise of session ``session_number`` (1-based).
+
+    Session 1 uses :data:`~ketaflow.sim.cohort.STREAM_TRIAL_NOISE` (so a one-session trial is
+    unchanged); later sessions get their own streams: cuff and check-in noise is independent
+    between sessions days apart (its time constants are minutes).
+    """
+    if session_number < 1:
+        raise InputError(f"session_number must be >= 1, got {session_number}", field="session")
+    if session_number == 1:
+        return STREAM_TRIAL_NOISE
+    return STREAM_COURSE_NOISE_BASE + session_number
+
+
 @dataclass(frozen=True)
 class TrialNoise:
     """Per-patient cuff and check-in noise on the 5-min slot grid, shape (n, n_slots)."""
@@ -189,8 +207,11 @@ class TrialNoise:
     help_u: FloatArray
 
     @classmethod
-    def generate(cls, seed: int, start: int, stop: int, n_slots: int) -> TrialNoise:
-        """Noise of patients ``start .. stop-1`` (reproducible per patient like the cohort)."""
+    def generate(
+        cls, seed: int, start: int, stop: int, n_slots: int, session_number: int = 1
+    ) -> TrialNoise:
+        """Noise of patients ``start .. stop-1`` in session ``session_number`` of a course
+        (reproducible per patient like the cohort; see :func:`noise_stream`)."""
 
         def draw(rng: np.random.Generator, n: int) -> dict[str, npt.NDArray[np.generic]]:
             z = rng.standard_normal((6, n, n_slots))
@@ -214,7 +235,7 @@ class TrialNoise:
                 "help_u": u,
             }
 
-        d = draw_by_block(seed, start, stop, STREAM_TRIAL_NOISE, draw)
+        d = draw_by_block(seed, start, stop, noise_stream(session_number), draw)
         return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})
 
 
@@ -298,9 +319,16 @@ class ArmResult:
 
 
 def run_arm(
-    cohort: Cohort, arm: TrialArm, settings: SessionSettings, noise: TrialNoise
+    cohort: Cohort,
+    arm: TrialArm,
+    settings: SessionSettings,
+    noise: TrialNoise,
+    dose_scale: FloatArray | None = None,
 ) -> ArmResult:
     """Simulate one session of ``arm`` for every patient of ``cohort``.
+
+    ``dose_scale`` multiplies each patient's order (a titrated session: the session's mg/kg
+    dose over the arm's order dose; every rate and bolus scales with it, the timing does not).
 
     Returns per-patient outcomes (see :func:`ketaflow.sim.trial.outcome_specs` for units and
     meaning) and the traces of Cp, Ce (ng/mL) and predicted dissociation on the grid, (T, n).
@@ -320,7 +348,10 @@ def run_arm(
     used = [j for j in range(k) if np.any(cols[j] != 0.0)]
     gam = np.ascontiguousarray(gamma.T)
     inv_v1 = 1.0 / params.v1_l
-    plan = Plan.build(arm, arm.dosing_weight_kg(pop), grid)
+    weight = arm.dosing_weight_kg(pop)
+    if dose_scale is not None:
+        weight = weight * dose_scale
+    plan = Plan.build(arm, weight, grid)
     max_end = plan.end_min * arm.max_infusion_factor
 
     s_bp = pop.pd_factor("bp_sensitivity")

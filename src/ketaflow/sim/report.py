@@ -121,6 +121,7 @@ def render_report(summary: dict[str, Any]) -> str:
         histogram_charts.append(
             Markup(histogram_chart(h0["edges"], counts, title=spec["label"], x_label=spec["unit"]))
         )
+    course = _course_context(summary)
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_load_template),
         autoescape=True,
@@ -135,8 +136,135 @@ def render_report(summary: dict[str, Any]) -> str:
         paired_rows=paired_rows if summary["paired"] else [],
         band_charts=band_charts,
         histogram_charts=histogram_charts,
+        course=course,
         version=__version__,
     )
+
+
+def _levels(levels: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{d['mg_per_kg']:g}: {_pct(d['share'])}" for d in levels) or "n/a"
+
+
+def _diff(d: dict[str, Any], binary: bool) -> str:
+    scale = 100.0 if binary else 1.0
+    m, (lo, hi) = d["mean_difference"], d["ci95"]
+
+    def sc(v: float | None) -> float | None:
+        return None if v is None else v * scale
+
+    return f"{_num(sc(m))}{' pp' if binary else ''} {_ci(sc(lo), sc(hi))}"
+
+
+def _course_context(summary: dict[str, Any]) -> dict[str, Any]:
+    """Tables and charts of the course section (per session, per course, paired)."""
+    course: dict[str, Any] = summary["course"]
+    s_specs: dict[str, Any] = course["session_outcome_specs"]
+    c_specs: dict[str, Any] = course["course_outcome_specs"]
+    arms: dict[str, Any] = course["arms"]
+    names = list(arms)
+    columns = [k for k in s_specs if k != "dose_mg_per_kg"]
+    session_tables = []
+    for name, data in arms.items():
+        rows = []
+        for s in data["per_session"]:
+            cells = []
+            for key in columns:
+                spec, st = s_specs[key], s["outcomes"][key]
+                if spec["kind"] == "binary":
+                    cells.append(_pct(st["proportion"]))
+                else:
+                    cells.append(
+                        f"{_num(st.get('median'))} ({_num(st.get('p5'))}-{_num(st.get('p95'))})"
+                    )
+            rows.append(
+                {
+                    "session": s["session_number"],
+                    "levels": _levels(s["dose_levels"]),
+                    "mean_dose": _num(s["outcomes"]["dose_mg_per_kg"]["mean"]),
+                    "cells": cells,
+                }
+            )
+        session_tables.append({"name": name, "rows": rows})
+    heads = [
+        s_specs[k]["label"] + ("" if s_specs[k]["kind"] == "binary" else f" ({s_specs[k]['unit']})")
+        for k in columns
+    ]
+    course_rows = [
+        {
+            "label": spec["label"],
+            "unit": spec["unit"],
+            "cells": [_cells(spec, arms[a]["per_course"]["outcomes"][key]) for a in names],
+        }
+        for key, spec in c_specs.items()
+    ]
+    dose_rows = [
+        {
+            "name": a,
+            "max": _levels(arms[a]["per_course"]["max_dose_levels"]),
+            "at_dose": ", ".join(
+                f"{d['mg_per_kg']:g}: {_num(d['mean_sessions_per_patient'])}"
+                for d in arms[a]["per_course"]["sessions_at_dose"]
+            ),
+        }
+        for a in names
+    ]
+    paired_keys = [k for k in s_specs if k != "tolerated"]
+    paired_tables = []
+    for p in course["paired"]:
+        rows = [
+            {
+                "session": s["session_number"],
+                "cells": [
+                    _diff(s["outcomes"][k], s_specs[k]["kind"] == "binary") for k in paired_keys
+                ],
+            }
+            for s in p["per_session"]
+        ]
+        per_course = [
+            {"label": c_specs[k]["label"], "cell": _diff(d, c_specs[k]["kind"] == "binary")}
+            for k, d in p["per_course"].items()
+        ]
+        paired_tables.append(
+            {"head": f"{p['b']} - {p['a']}", "rows": rows, "per_course": per_course}
+        )
+    charts = []
+    for key, title, unit in (
+        ("dose_mg_per_kg", "Session dose by session (5th, 50th, 95th percentiles)", "mg/kg"),
+        ("peak_dissociation", "Peak predicted dissociation by session", "fraction of maximum"),
+    ):
+        n_max = max(len(arms[a]["per_session"]) for a in names)
+        bands = {}
+        for a in names:
+            per = arms[a]["per_session"]
+            pad: list[float | None] = [None] * (n_max - len(per))
+            bands[a] = Band(
+                [s["outcomes"][key]["p5"] for s in per] + pad,
+                [s["outcomes"][key]["median"] for s in per] + pad,
+                [s["outcomes"][key]["p95"] for s in per] + pad,
+            )
+        sessions = [float(k) for k in range(1, n_max + 1)]
+        if n_max == 1:
+            sessions = [1.0]
+        charts.append(
+            Markup(band_chart(sessions, bands, title=title, x_label="session", y_label=unit))
+        )
+    return {
+        "response": course["response_assumption"]["text"],
+        "cadss": course["cadss_mapping"]["text"],
+        "tolerated": course["tolerated_definition"],
+        "stop_threshold": course["stop_threshold_definition"],
+        "sessions": {a: arms[a]["sessions"] for a in names},
+        "heads": heads,
+        "session_tables": session_tables,
+        "course_rows": course_rows,
+        "dose_rows": dose_rows,
+        "paired_heads": [
+            s_specs[k]["label"] + (" (pp)" if s_specs[k]["kind"] == "binary" else "")
+            for k in paired_keys
+        ],
+        "paired_tables": paired_tables,
+        "charts": charts,
+    }
 
 
 def _load_template(name: str) -> str:

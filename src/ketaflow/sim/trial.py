@@ -41,7 +41,15 @@ from ketaflow.errors import InputError
 from ketaflow.pk.population import PopulationSpec
 from ketaflow.sim.arms import TrialArm
 from ketaflow.sim.cohort import Cohort
-from ketaflow.sim.engine import Plan, SessionSettings, TrialNoise, run_arm
+from ketaflow.sim.course import (
+    STOP_THRESHOLD_DEFINITION,
+    TOLERATED_DEFINITION,
+    CourseSettings,
+    next_doses,
+    stop_alarm_codes,
+    titration_inputs,
+)
+from ketaflow.sim.engine import ArmResult, Plan, SessionSettings, TrialNoise, run_arm
 from ketaflow.sim.reducers import (
     Bins,
     Histogram,
@@ -148,6 +156,85 @@ def _outcome_specs(settings: SessionSettings) -> dict[str, OutcomeSpec]:
     return specs
 
 
+def _bp_alarm_codes(settings: SessionSettings) -> list[str]:
+    return [r.spec.code for r in settings.alarm_rules if r.vital.value in ("sbp", "dbp")]
+
+
+#: Per-session outcomes summarised for every session of a course (besides the BP alarms).
+SESSION_KEYS: Final = (
+    "dose_mg_per_kg",
+    "total_dose_mg",
+    "peak_cp_ng_per_ml",
+    "peak_ce_ng_per_ml",
+    "peak_dissociation",
+    "cadss_score",
+    "max_sbp_mm_hg",
+    "max_dbp_mm_hg",
+    "stopped_early",
+    "tolerated",
+    "stop_threshold_crossed",
+)
+
+
+def _session_specs(settings: SessionSettings) -> dict[str, OutcomeSpec]:
+    base = _outcome_specs(settings)
+    extra = {
+        "dose_mg_per_kg": OutcomeSpec(
+            "Session dose", "mg/kg", "continuous", Bins("linear", 0.0, 2.0, 2000)
+        ),
+        "cadss_score": OutcomeSpec(
+            "CADSS total (assumed mapping of predicted dissociation)",
+            "points",
+            "continuous",
+            Bins("linear", 0.0, 92.0, 920),
+        ),
+        "tolerated": OutcomeSpec(
+            "Session tolerated", "share", "binary", description=TOLERATED_DEFINITION
+        ),
+        "stop_threshold_crossed": OutcomeSpec(
+            "Stop threshold crossed", "share", "binary", description=STOP_THRESHOLD_DEFINITION
+        ),
+    }
+    keys = [*SESSION_KEYS, *(f"alarm_{c}" for c in _bp_alarm_codes(settings))]
+    return {k: extra[k] if k in extra else base[k] for k in keys}
+
+
+def _course_specs(settings: SessionSettings) -> dict[str, OutcomeSpec]:
+    specs = {
+        "max_dose_mg_per_kg": OutcomeSpec(
+            "Highest session dose", "mg/kg", "continuous", Bins("linear", 0.0, 2.0, 2000)
+        ),
+        "reached_ceiling": OutcomeSpec(
+            "Reached the titration ceiling",
+            "share",
+            "binary",
+            description="titrating protocols only",
+        ),
+        "cumulative_dose_mg": OutcomeSpec(
+            "Cumulative dose given over the course",
+            "mg",
+            "continuous",
+            Bins("log", 1.0, 1e5, 1000),
+        ),
+        "cumulative_dose_mg_per_kg": OutcomeSpec(
+            "Cumulative dose given per kg dosing weight",
+            "mg/kg",
+            "continuous",
+            Bins("log", 0.01, 1000.0, 1000),
+        ),
+        "any_stop_threshold_crossed": OutcomeSpec(
+            "Stop threshold crossed in any session", "share", "binary"
+        ),
+        "any_stopped_early": OutcomeSpec(
+            "Infusion stopped early in any session", "share", "binary"
+        ),
+        "any_not_tolerated": OutcomeSpec("Any session not tolerated", "share", "binary"),
+    }
+    for code in _bp_alarm_codes(settings):
+        specs[f"any_alarm_{code}"] = OutcomeSpec(f"Alarm {code} in any session", "share", "binary")
+    return specs
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """A whole trial: population, arms, session settings, size and chunking."""
@@ -157,6 +244,7 @@ class TrialSpec:
     n_patients: int
     settings: SessionSettings = field(default_factory=SessionSettings)
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    course: CourseSettings = field(default_factory=CourseSettings)
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_patients <= MAX_PATIENTS:
@@ -182,16 +270,37 @@ class TrialSpec:
 
     @property
     def outcomes(self) -> dict[str, OutcomeSpec]:
-        """The per-patient outcomes of this trial."""
+        """The per-patient outcomes of one session (summarised in full for session 1)."""
         return _outcome_specs(self.settings)
+
+    @property
+    def session_outcomes(self) -> dict[str, OutcomeSpec]:
+        """The outcomes summarised for every session of the course."""
+        return _session_specs(self.settings)
+
+    @property
+    def course_outcomes(self) -> dict[str, OutcomeSpec]:
+        """The per-patient outcomes of a whole course."""
+        return _course_specs(self.settings)
+
+    def sessions(self, arm: TrialArm) -> int:
+        """Sessions of ``arm``'s course in this trial."""
+        return self.course.sessions_for(arm)
 
 
 @dataclass
 class ArmChunk:
-    """One arm's results for one chunk."""
+    """One arm's results for one chunk: per-session outcomes (index 0: session 1), per-patient
+    course outcomes, and session 1's trace counts."""
 
-    outcomes: dict[str, npt.NDArray[np.generic]]
+    sessions: list[dict[str, npt.NDArray[np.generic]]]
+    course: dict[str, npt.NDArray[np.generic]]
     counts: dict[str, npt.NDArray[np.int32]]
+
+    @property
+    def outcomes(self) -> dict[str, npt.NDArray[np.generic]]:
+        """Session 1's per-patient outcomes."""
+        return self.sessions[0]
 
 
 @dataclass
@@ -205,35 +314,143 @@ class ChunkResult:
 
 
 def run_chunk(spec: TrialSpec, start: int, stop: int) -> ChunkResult:
-    """Simulate patients ``start .. stop-1`` under every arm (runs on any worker)."""
+    """Simulate patients ``start .. stop-1`` under every arm, every session (any worker)."""
     settings = spec.settings
-    parts: dict[str, list[dict[str, npt.NDArray[np.generic]]]] = {a.name: [] for a in spec.arms}
-    counts: dict[str, dict[str, npt.NDArray[np.int32]]] = {a.name: {} for a in spec.arms}
+    names = [a.name for a in spec.arms]
+    parts: dict[str, list[list[dict[str, npt.NDArray[np.generic]]]]] = {n: [] for n in names}
+    course_parts: dict[str, list[dict[str, npt.NDArray[np.generic]]]] = {n: [] for n in names}
+    counts: dict[str, dict[str, npt.NDArray[np.int32]]] = {n: {} for n in names}
     covs: list[dict[str, npt.NDArray[np.generic]]] = []
+    stop_codes = stop_alarm_codes(settings.alarm_rules)
     for a in range(start, stop, SUB_BLOCK):
         b = min(a + SUB_BLOCK, stop)
         cohort = Cohort.generate(spec.population, a, b)
-        noise = TrialNoise.generate(spec.population.seed, a, b, settings.n_slots)
+        # Session k's noise is shared by every arm (common random numbers), drawn once.
+        noises: dict[int, TrialNoise] = {}
         covs.append(_covariates(cohort))
         for arm in spec.arms:
-            res = run_arm(cohort, arm, settings, noise)
-            parts[arm.name].append(res.outcomes)
-            traces = {
-                "cp": res.cp_ng_per_ml,
-                "ce": res.ce_ng_per_ml,
-                "dissociation": res.dissociation,
-            }
-            for key, values in traces.items():
-                bins = EFFECT_BINS if key == "dissociation" else CONCENTRATION_BINS
-                c = time_counts(bins, values)
-                acc = counts[arm.name]
-                acc[key] = c if key not in acc else acc[key] + c
+            sessions: list[dict[str, npt.NDArray[np.generic]]] = []
+            for k in range(1, spec.sessions(arm) + 1):
+                if k not in noises:
+                    noises[k] = TrialNoise.generate(
+                        spec.population.seed, a, b, settings.n_slots, session_number=k
+                    )
+                if k == 1:
+                    first = math.nan if arm.dose_mg_per_kg is None else arm.dose_mg_per_kg
+                    dose = np.full(b - a, first)
+                else:
+                    dose = np.asarray(sessions[-1]["next_dose_mg_per_kg"], dtype=np.float64)
+                scale = None
+                if arm.titration is not None and arm.dose_mg_per_kg is not None:
+                    scale = dose / arm.dose_mg_per_kg
+                res = run_arm(cohort, arm, settings, noises[k], scale)
+                if k == 1:
+                    _add_trace_counts(counts[arm.name], res)
+                sessions.append(_session_row(spec, arm, k, dose, res.outcomes, stop_codes))
+            parts[arm.name].append(sessions)
+            course_parts[arm.name].append(_course_row(arm, sessions))
     return ChunkResult(
         start=start,
         stop=stop,
         covariates=_concat(covs),
-        arms={name: ArmChunk(outcomes=_concat(parts[name]), counts=counts[name]) for name in parts},
+        arms={
+            name: ArmChunk(
+                sessions=[
+                    _concat([blk[k] for blk in parts[name]]) for k in range(len(parts[name][0]))
+                ],
+                course=_concat(course_parts[name]),
+                counts=counts[name],
+            )
+            for name in names
+        },
     )
+
+
+def _any(a: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
+    return np.asarray(np.asarray(a, dtype=np.bool_).any(axis=0), dtype=np.bool_)
+
+
+def _all(a: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
+    return np.asarray(np.asarray(a, dtype=np.bool_).all(axis=0), dtype=np.bool_)
+
+
+def _add_trace_counts(acc: dict[str, npt.NDArray[np.int32]], res: ArmResult) -> None:
+    traces = {"cp": res.cp_ng_per_ml, "ce": res.ce_ng_per_ml, "dissociation": res.dissociation}
+    for key, values in traces.items():
+        bins = EFFECT_BINS if key == "dissociation" else CONCENTRATION_BINS
+        c = time_counts(bins, values)
+        acc[key] = c if key not in acc else acc[key] + c
+
+
+def _session_row(
+    spec: TrialSpec,
+    arm: TrialArm,
+    session_number: int,
+    dose_mg_per_kg: FloatArray,
+    outcomes: dict[str, npt.NDArray[np.generic]],
+    stop_codes: Sequence[str],
+) -> dict[str, npt.NDArray[np.generic]]:
+    """A session's outcomes plus what the between-session rules saw and decided."""
+    n = dose_mg_per_kg.shape[0]
+    inputs = titration_inputs(outcomes, stop_codes, spec.course.cadss)
+    response = spec.course.response.response_pct(session_number, n)
+    row: dict[str, npt.NDArray[np.generic]] = {
+        "session_number": np.full(n, session_number, dtype=np.int64),
+        "dose_mg_per_kg": dose_mg_per_kg,
+    }
+    row.update(outcomes)
+    row.update(
+        {
+            "cadss_score": inputs.cadss,
+            "tolerated": inputs.tolerated,
+            "stop_threshold_crossed": inputs.stop_threshold_crossed,
+            "response_pct": response,
+        }
+    )
+    if arm.dose_mg_per_kg is None:
+        # An order in mg, not mg/kg: no per-kg dose to titrate; the rules are not applied.
+        row["titration_action"] = np.zeros(n, dtype=np.int64)
+        row["titration_rule"] = np.full(n, "none", dtype=object)
+        row["next_dose_mg_per_kg"] = dose_mg_per_kg
+        return row
+    decision = next_doses(arm, dose_mg_per_kg, session_number, inputs, response)
+    ids = np.array([r.id for r in arm.between_sessions] + ["none"], dtype=object)
+    row["titration_action"] = decision.action_code
+    row["titration_rule"] = ids[decision.rule_index]
+    row["next_dose_mg_per_kg"] = decision.next_mg_per_kg
+    return row
+
+
+def _course_row(
+    arm: TrialArm, sessions: list[dict[str, npt.NDArray[np.generic]]]
+) -> dict[str, npt.NDArray[np.generic]]:
+    """Per-patient outcomes of a whole course from its session rows."""
+
+    def stack(key: str) -> npt.NDArray[np.generic]:
+        return np.stack([np.asarray(s[key]) for s in sessions])
+
+    dose = stack("dose_mg_per_kg").astype(np.float64)
+    given = stack("total_dose_mg").astype(np.float64)
+    weight = stack("dosing_weight_kg").astype(np.float64)
+    max_dose = dose.max(axis=0)
+    if arm.titration is None:
+        ceiling = np.full(max_dose.shape[0], np.nan)
+    else:
+        reached = max_dose >= arm.titration.ceiling_mg_per_kg - 1e-9
+        ceiling = reached.astype(np.float64)
+    out: dict[str, npt.NDArray[np.generic]] = {
+        "max_dose_mg_per_kg": max_dose,
+        "reached_ceiling": ceiling,
+        "cumulative_dose_mg": given.sum(axis=0),
+        "cumulative_dose_mg_per_kg": (given / weight).sum(axis=0),
+        "any_stop_threshold_crossed": _any(stack("stop_threshold_crossed")),
+        "any_stopped_early": _any(stack("stopped_early")),
+        "any_not_tolerated": ~_all(stack("tolerated")),
+    }
+    for key in sessions[0]:
+        if key.startswith("alarm_"):
+            out[f"any_{key}"] = _any(stack(key))
+    return out
 
 
 def _concat(parts: list[dict[str, npt.NDArray[np.generic]]]) -> dict[str, npt.NDArray[np.generic]]:
@@ -333,6 +550,90 @@ def _dask(spec: TrialSpec, address: str, timeout_s: float) -> Iterator[ChunkResu
 
 
 @dataclass
+class _Table:
+    """Moments and histograms of a set of per-patient outcomes."""
+
+    specs: dict[str, OutcomeSpec]
+    moments: dict[str, Moments] = field(init=False)
+    histograms: dict[str, Histogram] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.moments = {k: Moments() for k in self.specs}
+        self.histograms = {k: Histogram(o.bins) for k, o in self.specs.items() if o.bins}
+
+    def add(self, values: dict[str, npt.NDArray[np.generic]]) -> None:
+        for key in self.specs:
+            v = np.asarray(values[key], dtype=np.float64)
+            self.moments[key].add(v)
+            if key in self.histograms:
+                self.histograms[key].add(v)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            k: _stats(o, self.moments[k], self.histograms.get(k)) for k, o in self.specs.items()
+        }
+
+
+@dataclass
+class _Paired:
+    """Per-patient differences b - a of a set of outcomes."""
+
+    keys: tuple[str, ...]
+    moments: dict[str, Moments] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.moments = {k: Moments() for k in self.keys}
+
+    def add(
+        self, a: dict[str, npt.NDArray[np.generic]], b: dict[str, npt.NDArray[np.generic]]
+    ) -> None:
+        for key, m in self.moments.items():
+            m.add(np.asarray(b[key], dtype=np.float64) - np.asarray(a[key], dtype=np.float64))
+
+    def out(self) -> dict[str, Any]:
+        rows = {}
+        for key, m in self.moments.items():
+            lo, hi = m.mean_ci95()
+            rows[key] = {"n": m.n, "mean_difference": m.mean, "ci95": [lo, hi], "sd": m.sd}
+        return rows
+
+
+def _add_levels(levels: dict[float, int], dose_mg_per_kg: npt.NDArray[np.generic]) -> None:
+    """Count doses per level (mg/kg rounded as the dosing package rounds; NaN left out)."""
+    d = np.asarray(dose_mg_per_kg, dtype=np.float64)
+    values, counts = np.unique(np.round(d[~np.isnan(d)], 6), return_counts=True)
+    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        levels[v] = levels.get(v, 0) + int(c)
+
+
+def _levels_out(levels: dict[float, int]) -> list[dict[str, Any]]:
+    total = sum(levels.values())
+    return [
+        {"mg_per_kg": v, "count": c, "share": c / total if total else math.nan}
+        for v, c in sorted(levels.items())
+    ]
+
+
+@dataclass
+class _CourseAccumulator:
+    """Per-session and per-course statistics of one arm."""
+
+    sessions: list[_Table]
+    dose_levels: list[dict[float, int]]
+    course: _Table
+    max_levels: dict[float, int] = field(default_factory=dict)
+
+    def add(self, chunk: ArmChunk) -> None:
+        for table, levels, values in zip(
+            self.sessions, self.dose_levels, chunk.sessions, strict=True
+        ):
+            table.add(values)
+            _add_levels(levels, values["dose_mg_per_kg"])
+        self.course.add(chunk.course)
+        _add_levels(self.max_levels, chunk.course["max_dose_mg_per_kg"])
+
+
+@dataclass
 class _ArmAccumulator:
     moments: dict[str, Moments]
     histograms: dict[str, Histogram]
@@ -346,9 +647,31 @@ class TrialAccumulator:
     spec: TrialSpec
     arms: dict[str, _ArmAccumulator] = field(init=False)
     paired: dict[tuple[str, str], dict[str, Moments]] = field(init=False)
+    courses: dict[str, _CourseAccumulator] = field(init=False)
+    paired_sessions: dict[tuple[str, str], list[_Paired]] = field(init=False)
+    paired_courses: dict[tuple[str, str], _Paired] = field(init=False)
     n_done: int = 0
 
     def __post_init__(self) -> None:
+        spec = self.spec
+        s_specs, c_specs = spec.session_outcomes, spec.course_outcomes
+        self.courses = {
+            a.name: _CourseAccumulator(
+                sessions=[_Table(s_specs) for _ in range(spec.sessions(a))],
+                dose_levels=[{} for _ in range(spec.sessions(a))],
+                course=_Table(c_specs),
+            )
+            for a in spec.arms
+        }
+        arms = spec.arms
+        pairs = [(arms[i], arms[j]) for i in range(len(arms)) for j in range(i + 1, len(arms))]
+        self.paired_sessions = {
+            (a.name, b.name): [
+                _Paired(tuple(s_specs)) for _ in range(min(spec.sessions(a), spec.sessions(b)))
+            ]
+            for a, b in pairs
+        }
+        self.paired_courses = {(a.name, b.name): _Paired(tuple(c_specs)) for a, b in pairs}
         outcomes = self.spec.outcomes
         n_t = self.spec.settings.grid.n_times
         self.arms = {
@@ -375,19 +698,26 @@ class TrialAccumulator:
 
     def add(self, chunk: ChunkResult) -> None:
         """Fold one chunk in (call in chunk order for bitwise-reproducible sums)."""
+        outcome_keys = list(self.spec.outcomes)
         for name, arm_chunk in chunk.arms.items():
             acc = self.arms[name]
-            for key, values in arm_chunk.outcomes.items():
-                v = np.asarray(values, dtype=np.float64)
+            first = arm_chunk.outcomes
+            for key in outcome_keys:
+                v = np.asarray(first[key], dtype=np.float64)
                 acc.moments[key].add(v)
                 if key in acc.histograms:
                     acc.histograms[key].add(v)
             for key, c in arm_chunk.counts.items():
                 acc.traces[key].add_counts(c)
+            self.courses[name].add(arm_chunk)
         for (a, b), moments in self.paired.items():
             oa, ob = chunk.arms[a].outcomes, chunk.arms[b].outcomes
             for key, m in moments.items():
                 m.add(np.asarray(ob[key], dtype=np.float64) - np.asarray(oa[key], dtype=np.float64))
+            ca, cb = chunk.arms[a], chunk.arms[b]
+            for k, paired in enumerate(self.paired_sessions[(a, b)]):
+                paired.add(ca.sessions[k], cb.sessions[k])
+            self.paired_courses[(a, b)].add(ca.course, cb.course)
         self.n_done += chunk.stop - chunk.start
 
     def summary(self) -> dict[str, Any]:
@@ -438,9 +768,99 @@ class TrialAccumulator:
                 },
                 "arms": arms_out,
                 "paired": paired_out,
+                "course": self._course_summary(),
             }
         )
         return clean
+
+    def _course_summary(self) -> dict[str, Any]:
+        spec = self.spec
+        arms: dict[str, Any] = {}
+        for arm in spec.arms:
+            acc = self.courses[arm.name]
+            per_session = [
+                {
+                    "session_number": k + 1,
+                    "dose_levels": _levels_out(acc.dose_levels[k]),
+                    "outcomes": table.stats(),
+                }
+                for k, table in enumerate(acc.sessions)
+            ]
+            n_sessions = spec.sessions(arm)
+            totals: dict[float, int] = {}
+            for levels in acc.dose_levels:
+                for v, c in levels.items():
+                    totals[v] = totals.get(v, 0) + c
+            n_pat = max(self.n_done, 1)
+            sessions_at_dose = [
+                {
+                    "mg_per_kg": v,
+                    "mean_sessions_per_patient": c / n_pat,
+                    "share_of_sessions": c / (n_pat * n_sessions),
+                }
+                for v, c in sorted(totals.items())
+            ]
+            t = arm.titration
+            arms[arm.name] = {
+                "sessions": n_sessions,
+                "start_mg_per_kg": arm.dose_mg_per_kg,
+                "titration": None
+                if t is None
+                else {
+                    "start_mg_per_kg": t.start_mg_per_kg,
+                    "step_mg_per_kg": t.step_mg_per_kg,
+                    "ceiling_mg_per_kg": t.ceiling_mg_per_kg,
+                    "floor_mg_per_kg": t.floor_mg_per_kg,
+                },
+                "between_session_rules": [
+                    {"id": r.id, "action": r.action.value, "when": dict(r.when)}
+                    for r in arm.between_sessions
+                ],
+                "per_session": per_session,
+                "per_course": {
+                    "outcomes": acc.course.stats(),
+                    "max_dose_levels": _levels_out(acc.max_levels),
+                    "sessions_at_dose": sessions_at_dose,
+                },
+            }
+        paired = [
+            {
+                "a": a,
+                "b": b,
+                "difference": "b - a",
+                "per_session": [
+                    {"session_number": k + 1, "outcomes": p.out()}
+                    for k, p in enumerate(self.paired_sessions[(a, b)])
+                ],
+                "per_course": self.paired_courses[(a, b)].out(),
+            }
+            for (a, b) in self.paired_courses
+        ]
+        course = spec.course
+        return {
+            "sessions_override": course.sessions,
+            "response_assumption": {
+                "label": course.response.label,
+                "text": course.response.describe(),
+            },
+            "cadss_mapping": {
+                "points_per_fraction": course.cadss.points_per_fraction,
+                "text": course.cadss.describe(),
+            },
+            "tolerated_definition": TOLERATED_DEFINITION,
+            "stop_threshold_definition": STOP_THRESHOLD_DEFINITION,
+            "session_outcome_specs": _spec_dict(spec.session_outcomes),
+            "course_outcome_specs": _spec_dict(spec.course_outcomes),
+            "arms": arms,
+            "paired": paired,
+        }
+
+
+def _spec_dict(specs: dict[str, OutcomeSpec]) -> dict[str, Any]:
+    return {
+        k: {"label": o.label, "unit": o.unit, "kind": o.kind, "description": o.description}
+        for k, o in specs.items()
+    }
 
 
 def _stats(o: OutcomeSpec, m: Moments, h: Histogram | None) -> dict[str, Any]:
@@ -502,7 +922,17 @@ def _meta(spec: TrialSpec) -> dict[str, Any]:
             "dbp_tolerance_mm_hg": st.discharge.dbp_tolerance_mm_hg,
             "hr_tolerance_pct": st.discharge.hr_tolerance_pct,
         },
-        "assumptions": ASSUMPTIONS,
+        "course": {
+            "sessions": {a.name: spec.sessions(a) for a in spec.arms},
+            "response": spec.course.response.label,
+            "cadss_points_per_fraction": spec.course.cadss.points_per_fraction,
+        },
+        "assumptions": [
+            spec.course.response.describe(),
+            spec.course.cadss.describe(),
+            *ASSUMPTIONS,
+            *COURSE_ASSUMPTIONS,
+        ],
     }
 
 
@@ -525,6 +955,22 @@ ASSUMPTIONS: Final = (
 )
 
 
+#: Stated in every report (a one-session trial included).
+COURSE_ASSUMPTIONS: Final = (
+    "Courses: every session of a patient uses the same virtual patient (covariates, PK and PD "
+    "parameters); no between-session (inter-occasion) variability is modelled, for lack of a "
+    "published estimate in the reference. Sessions are days apart: each starts drug-free (no "
+    "carry-over). Cuff and check-in noise is drawn anew for each session.",
+    "Between-session doses are chosen by the protocol's own rules (ketaflow.dosing."
+    "decide_next_dose_mg_per_kg) exactly as suggested, as if the clinician confirmed them. "
+    + TOLERATED_DEFINITION
+    + " "
+    + STOP_THRESHOLD_DEFINITION,
+    "A titrated session scales the protocol's per-kg order by the session dose (same duration "
+    "and profile); the drug library's per-session total-mg limits are not applied.",
+)
+
+
 def _json_clean(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _json_clean(v) for k, v in obj.items()}
@@ -542,7 +988,7 @@ def _json_clean(obj: Any) -> Any:
 
 
 class PatientWriter:
-    """Per-patient rows (one per patient and arm) to Parquet, or CSV without pyarrow."""
+    """Per-patient rows (one per patient, arm and session) to Parquet, or CSV without pyarrow."""
 
     def __init__(self, out_dir: Path, *, fmt: Literal["auto", "parquet", "csv"] = "auto") -> None:
         self.out_dir = out_dir
@@ -555,17 +1001,20 @@ class PatientWriter:
         self.path = out_dir / f"patients.{self.format}"
 
     def write(self, chunk: ChunkResult) -> None:
-        """Append a chunk's rows (arms in trial order, patients in index order)."""
+        """Append a chunk's rows: one per patient and session, arms in trial order, then
+        sessions in order, patients in index order."""
         for name, arm_chunk in chunk.arms.items():
-            columns: dict[str, npt.NDArray[np.generic]] = {
-                "arm": np.full(chunk.stop - chunk.start, name, dtype=object)
-            }
-            columns.update(chunk.covariates)
-            columns.update(arm_chunk.outcomes)
-            if self.format == "parquet":
-                self._write_parquet(columns)
-            else:
-                self._write_csv(columns)
+            for session in arm_chunk.sessions:
+                columns: dict[str, npt.NDArray[np.generic]] = {
+                    "arm": np.full(chunk.stop - chunk.start, name, dtype=object),
+                    "session_number": session["session_number"],
+                }
+                columns.update(chunk.covariates)
+                columns.update(session)
+                if self.format == "parquet":
+                    self._write_parquet(columns)
+                else:
+                    self._write_csv(columns)
 
     def _write_parquet(self, columns: dict[str, npt.NDArray[np.generic]]) -> None:
         import pyarrow as pa
@@ -725,6 +1174,7 @@ def make_spec(
     model: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     settings: SessionSettings | None = None,
+    course: CourseSettings | None = None,
 ) -> TrialSpec:
     """Convenience constructor used by the CLI and the benchmark."""
     return TrialSpec(
@@ -733,4 +1183,5 @@ def make_spec(
         n_patients=n,
         settings=settings or SessionSettings(),
         chunk_size=chunk_size,
+        course=course or CourseSettings(),
     )

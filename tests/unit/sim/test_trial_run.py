@@ -14,10 +14,13 @@ import pytest
 
 from ketaflow.cli.main import main
 from ketaflow.sim.arms import resolve_arms
+from ketaflow.sim.course import CourseSettings
 from ketaflow.sim.engine import SessionSettings, TimeGrid
 from ketaflow.sim.trial import TrialSpec, make_spec, run_trial
 
 SETTINGS = SessionSettings(grid=TimeGrid(horizon_min=240.0, dt_min=0.5))
+#: These tests are about one session; courses are tested in test_course.py.
+ONE_SESSION = CourseSettings(sessions=1)
 
 
 @pytest.fixture
@@ -32,6 +35,7 @@ def _spec(n: int, chunk: int, slow: str, seed: int = 5) -> TrialSpec:
         seed=seed,
         chunk_size=chunk,
         settings=SETTINGS,
+        course=ONE_SESSION,
     )
 
 
@@ -150,6 +154,8 @@ def test_cli_trial_runs_and_prints_results(
             "1",
             "--horizon",
             "240",
+            "--sessions",
+            "1",
             "--quiet",
         ]
     )
@@ -159,6 +165,7 @@ def test_cli_trial_runs_and_prints_results(
     assert lines[0] == "protocol\toutcome\tvalue\tci95_low\tci95_high"
     assert any(line.startswith("depression-slow - depression-standard\tpeak_cp") for line in lines)
     assert "seed 9" in captured.err
+    assert "ASSUMED response none" in captured.err
     assert (out / "summary.json").exists()
     assert (out / "report.html").exists()
 
