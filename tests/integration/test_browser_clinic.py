@@ -307,6 +307,7 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     tablet.get_by_role("button", name="I need help").click()
     nurse.locator("#help-banner").wait_for(state="visible", timeout=2000)
     help_latency_s = time.monotonic() - t0
+    print(f"kiosk help -> cockpit banner: {help_latency_s:.2f} s")
     assert help_latency_s < 2.0
     _shot(nurse, "10-cockpit-help")
 

@@ -128,9 +128,7 @@ function renderHead() {
   const current = s.current_rate_mg_per_h ?? (h.length ? h[h.length - 1].rate : null);
   $("#s-rate").textContent = ["paused"].includes(s.state) ? "0 (paused)" : fmtNum(current, 1);
   $("#s-delivered").textContent = fmtNum(s.delivered_mg, 1);
-  const pw = $("#pump-warning");
-  pw.hidden = !s.pump_unconfirmed;
-  pw.textContent = s.pump_unconfirmed ? "▲ The server restarted during this infusion. Confirm the pump state before anything else." : "";
+  $("#pump-warning").hidden = !s.pump_unconfirmed;
   renderElapsed();
 }
 
@@ -474,6 +472,11 @@ for (const b of root.querySelectorAll("[data-do=transition]")) {
 }
 $("[data-do=verify]").addEventListener("click", (ev) => act(ev.currentTarget, () => api("POST", `/sessions/${sid}/order/verify`, {})));
 $("[data-do=start]").addEventListener("click", (ev) => act(ev.currentTarget, () => api("POST", `/sessions/${sid}/start`, {})));
+onSubmit("#pump-form", (f) => {
+  const body = { running: f.running.value === "yes" };
+  if (f.volume_delivered_ml.value !== "") body.volume_delivered_ml = Number(f.volume_delivered_ml.value);
+  return api("POST", `/sessions/${sid}/confirm-pump`, body);
+});
 onSubmit("#pause-form", (f) => api("POST", `/sessions/${sid}/pause`, { reason: f.reason.value }));
 onSubmit("#resume-form", (f) => api("POST", `/sessions/${sid}/resume`, { reason: f.reason.value }));
 onSubmit("#abort-form", (f) => api("POST", `/sessions/${sid}/transitions`, { action: "abort", reason: f.reason.value }));
