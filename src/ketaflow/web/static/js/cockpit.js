@@ -128,6 +128,7 @@ function renderHead() {
   const current = s.current_rate_mg_per_h ?? (h.length ? h[h.length - 1].rate : null);
   $("#s-rate").textContent = ["paused"].includes(s.state) ? "0 (paused)" : fmtNum(current, 1);
   $("#s-delivered").textContent = fmtNum(s.delivered_mg, 1);
+  $("#s-ordered").textContent = s.order ? `of ${fmtNum(s.order.dose_mg, 1)} mg` : "mg";
   $("#pump-warning").hidden = !s.pump_unconfirmed;
   renderElapsed();
 }
