@@ -397,9 +397,25 @@ class ClinicService:
                         "reason": entry.reason,
                     },
                 )
+            if len(entries) > have:
+                self._publish_prediction(row, session)
         self._db.flush()
         if session.is_terminal:
             self._uow.after_commit(lambda: self._runtime.drop(row.id))
+
+    def _publish_prediction(self, row: InfusionSession, session: Session) -> None:
+        """Push the new 30-min forecast after every change to the infusion record."""
+        record = session.infusion
+        if record is None:
+            return
+        try:
+            covariates = self._domain_patient(self._patient(row.patient_id)).covariates(
+                on=self._clock.now().date()
+            )
+            forecast = record.forecast(self._clock.now(), covariates, horizon_min=30.0)
+        except InputError:
+            return  # no weight: no prediction (the order already needed one)
+        self._publish(row.id, "prediction", {"session_id": row.id, **self._forecast_view(forecast)})
 
     def _sync_phase(self, row: InfusionSession, session: Session) -> None:
         slot = self._runtime.slot(self._uow, row, session)

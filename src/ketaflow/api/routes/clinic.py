@@ -16,17 +16,32 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from ketaflow.api.deps import ClinicServiceDep, ContextDep, IdPath, UowDep, require
+from ketaflow.api.deps import (
+    ClinicServiceDep,
+    ContextDep,
+    IdPath,
+    UowDep,
+    require,
+    require_own_transaction,
+)
 from ketaflow.api.schemas import KioskTokenOut
 from ketaflow.clinical import Actor
 from ketaflow.dosing.library import load_library
 from ketaflow.dosing.protocols import list_protocols
 from ketaflow.dosing.pump import BlindEntry
 from ketaflow.services.auth import Principal
-from ketaflow.services.clinic import MAX_VITALS_BATCH, Baseline, NewReading, actor_of
+from ketaflow.services.clinic import (
+    MAX_VITALS_BATCH,
+    Baseline,
+    ClinicService,
+    NewReading,
+    actor_of,
+)
 from ketaflow.services.codec import to_jsonable
 from ketaflow.store.types import Role
+from ketaflow.store.uow import UnitOfWork
 
 router = APIRouter(tags=["clinic"])
 
@@ -487,15 +502,26 @@ def what_if(
 
 
 @router.post("/sessions/{session_id}/vitals", status_code=status.HTTP_201_CREATED)
-def post_vitals(
+async def post_vitals(
     session_id: IdPath,
     body: ReadingIn | ReadingsIn,
-    principal: Clinician,
-    clinic: ClinicServiceDep,
+    principal: Annotated[Principal, require_own_transaction(*CLINICIANS)],
+    context: ContextDep,
 ) -> Answer:
-    """One reading or ``{readings: [...]}``; stored and committed before the answer."""
-    readings = [body] if isinstance(body, ReadingIn) else body.readings
-    return clinic.record_vitals(_actor(principal), session_id, [_reading(r) for r in readings])
+    """One reading or ``{readings: [...]}``; stored and committed before the answer.
+
+    The hot path of the bedside feed: authentication and the work each run in one short
+    transaction inside one worker-thread call (see ``OwnTransactionRequirement``).
+    """
+    readings = [_reading(r) for r in ([body] if isinstance(body, ReadingIn) else body.readings)]
+    actor = _actor(principal)
+
+    def work() -> Answer:
+        with UnitOfWork(context.session_factory) as uow:
+            service = ClinicService(uow, context.clock, context.broker, context.clinic)
+            return service.record_vitals(actor, session_id, readings)
+
+    return await run_in_threadpool(work)
 
 
 @router.get("/sessions/{session_id}/vitals")
