@@ -427,10 +427,8 @@ function onEvent(ev) {
       refreshSoon();
       break;
     case "prediction":
-      if (d.times_min) {
-        state.prediction = alignPrediction(d);
-        renderCharts();
-      }
+      // The event carries the forecast only; re-read it with the history for the chart.
+      loadPrediction().then(renderCharts);
       break;
     case "alarm_ack":
       if (/HELP/i.test(d.code || "")) state.helpAt = null;
