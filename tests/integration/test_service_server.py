@@ -235,6 +235,10 @@ def test_committed_data_survives_kill_9_and_restart(
         assert process.wait(timeout=20) == -signal.SIGKILL
 
     with _server(database_url, port, log), httpx.Client(base_url=base, timeout=10) as http:
+        # `ketaflow serve` serves the clinician web app beside the API.
+        sign_in = http.get("/login")
+        assert sign_in.status_code == 200
+        assert "text/html" in sign_in.headers["content-type"]
         nurse = {"Authorization": f"Bearer {_token(http, 'nurse1')}"}
         again = http.get(f"/api/v1/patients/{patient_id}", headers=nurse)
         assert again.status_code == 200

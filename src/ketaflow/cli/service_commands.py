@@ -91,7 +91,9 @@ def serve(
 
     if not 1 <= port <= 65535:
         raise InputError(f"--port must be in [1, 65535]; got {port}.", field="port")
-    from ketaflow.api import create_app
+    # The API and the clinician web app, served together (composed here because api and web
+    # are independent layers).
+    from ketaflow.cli.demo import create_clinic_app
 
     settings = _settings(database)
     engine = make_engine(settings)
@@ -101,11 +103,11 @@ def serve(
         engine.dispose()
     typer.echo(
         f"ketaflow: database {_shown_url(settings)} at revision {revision}; "
-        f"API docs at http://{host}:{port}/api/v1/docs",
+        f"web app at http://{host}:{port}/login, API docs at http://{host}:{port}/api/v1/docs",
         err=True,
     )
     config = uvicorn.Config(
-        create_app(settings, migrate_on_startup=False),
+        create_clinic_app(settings, migrate_on_startup=False),
         host=host,
         port=port,
         log_level="info",
