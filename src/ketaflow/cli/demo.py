@@ -13,6 +13,7 @@ import logging
 import tempfile
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,6 +67,25 @@ def print_standard_infusion(weight_kg: float) -> None:
             f"{sbp[i]:.1f}",
         )
     Console().print(table)
+
+
+class DemoClock:
+    """The wall clock, or a chosen past instant while the demo writes its history.
+
+    The service reads time only through its injected clock, so setting this one lets the demo
+    run past sessions through the real workflow at their real (past) times.
+    """
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+
+    def now(self) -> datetime:
+        """The demo's current instant (UTC)."""
+        return SystemClock().now() + self._offset
+
+    def travel(self, when: datetime | None) -> None:
+        """Make :meth:`now` read ``when`` from here on; ``None`` returns to the wall clock."""
+        self._offset = timedelta(0) if when is None else when - SystemClock().now()
 
 
 def create_clinic_app(settings: Settings, **kwargs: Any) -> FastAPI:
@@ -189,12 +209,15 @@ def demo(
     console.print(f"ketaflow demo: fresh database in {data_dir}")
     create_demo_users(settings, passwords)
 
-    server = BackgroundServer(create_clinic_app(settings, migrate_on_startup=False), host, port)
+    clock = DemoClock()
+    server = BackgroundServer(
+        create_clinic_app(settings, migrate_on_startup=False, clock=clock), host, port
+    )
     server.start()
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     client = ApiClient(base_url, passwords)
     try:
-        clinic = seed_demo(client, log=lambda m: console.print(f"  {m}"))
+        clinic = seed_demo(client, log=lambda m: console.print(f"  {m}"), travel=clock.travel)
     except KetaflowError as exc:
         server.stop()
         raise exc

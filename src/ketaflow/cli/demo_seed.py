@@ -80,13 +80,21 @@ class ApiClient:
         return self._tokens[username]
 
     def call(self, username: str, method: str, path: str, body: Any = None) -> Any:
-        """``method path`` as ``username``; raises :class:`SeedError` on an error status."""
-        r = self.http().request(
-            method,
-            API + path,
-            json=body,
-            headers={"Authorization": f"Bearer {self.token(username)}"},
-        )
+        """``method path`` as ``username``; raises :class:`SeedError` on an error status.
+
+        A 401 signs the user in again once: while the demo replays past sessions its clock jumps
+        by more than the idle timeout, which ends the sign-in as it would in a real clinic.
+        """
+        for attempt in (1, 2):
+            r = self.http().request(
+                method,
+                API + path,
+                json=body,
+                headers={"Authorization": f"Bearer {self.token(username)}"},
+            )
+            if r.status_code != 401 or attempt == 2:
+                break
+            self._tokens.pop(username, None)
         if r.status_code >= 400:
             raise SeedError(f"{method} {path} as {username}: HTTP {r.status_code} {r.text}")
         if r.status_code == 204 or not r.content:
@@ -149,6 +157,128 @@ def prepare_session(c: ApiClient, session_id: int, *, log: Callable[[str], None]
     log(f"session {session_id} ready")
 
 
+#: Minutes after the start at which the replayed past sessions record cuff vitals, and the values
+#: (a calm session: a modest rise at the end of the infusion, back to baseline in recovery).
+_PAST_VITALS: Final[tuple[tuple[float, dict[str, float]], ...]] = (
+    (0.0, {"sbp": 126, "dbp": 79, "hr": 74, "spo2": 98, "rr": 14}),
+    (10.0, {"sbp": 131, "dbp": 82, "hr": 76, "spo2": 98, "rr": 14}),
+    (20.0, {"sbp": 135, "dbp": 85, "hr": 78, "spo2": 97, "rr": 15}),
+    (30.0, {"sbp": 138, "dbp": 86, "hr": 79, "spo2": 97, "rr": 15}),
+    (40.0, {"sbp": 137, "dbp": 85, "hr": 78, "spo2": 98, "rr": 15}),
+    (55.0, {"sbp": 132, "dbp": 83, "hr": 76, "spo2": 98, "rr": 14}),
+    (70.0, {"sbp": 129, "dbp": 81, "hr": 75, "spo2": 98, "rr": 14}),
+    (85.0, {"sbp": 128, "dbp": 80, "hr": 74, "spo2": 98, "rr": 14}),
+    (100.0, {"sbp": 127, "dbp": 79, "hr": 74, "spo2": 98, "rr": 14}),
+)
+#: The patient's weight at each past session (a slow loss over the course).
+_PAST_WEIGHTS_KG: Final[tuple[float, ...]] = (71.8, 71.2, 70.9)
+_UNITS: Final[dict[str, str]] = {
+    "sbp": "mm[Hg]",
+    "dbp": "mm[Hg]",
+    "hr": "/min",
+    "spo2": "%",
+    "rr": "/min",
+}
+
+
+def _post_vitals(c: ApiClient, sid: int, at: datetime, values: dict[str, float]) -> None:
+    readings = [
+        {
+            "kind": kind,
+            "value": value,
+            "unit": _UNITS[kind],
+            "measured_at": at.isoformat(),
+            "source": "manual",
+        }
+        for kind, value in values.items()
+    ]
+    c.call("nurse", "POST", f"/sessions/{sid}/vitals", {"readings": readings})
+
+
+def _replay_past_session(
+    c: ApiClient,
+    patient_id: int,
+    weight_kg: float,
+    course_id: int,
+    when: datetime,
+    phq9: tuple[int, ...],
+    travel: Callable[[datetime | None], None],
+    *,
+    log: Callable[[str], None],
+) -> None:
+    """Run one past session through the whole workflow with the server's clock at ``when``."""
+    travel(when - timedelta(minutes=30))
+    sess = c.call(
+        "nurse",
+        "POST",
+        f"/courses/{course_id}/sessions",
+        {"scheduled_for": when.isoformat(), "chair": "Chair 2"},
+    )
+    sid = int(sess["id"])
+    c.call(
+        "nurse",
+        "POST",
+        f"/patients/{patient_id}/weights",
+        {"weight_kg": weight_kg, "measured_on": when.date().isoformat()},
+    )
+    prepare_session(c, sid, log=log)
+    c.call(
+        "nurse",
+        "POST",
+        f"/sessions/{sid}/scales",
+        {"scale": "phq9", "items": list(phq9), "timing": "pre"},
+    )
+    travel(when)
+    c.call("nurse", "POST", f"/sessions/{sid}/start", {})
+    for minutes, values in _PAST_VITALS:
+        at = when + timedelta(minutes=minutes)
+        travel(at)
+        if minutes == 40.0:
+            c.call(
+                "nurse",
+                "POST",
+                f"/sessions/{sid}/transitions",
+                {"action": "complete", "reason": "infusion finished"},
+            )
+            c.call(
+                "nurse",
+                "POST",
+                f"/sessions/{sid}/transitions",
+                {"action": "start_recovery", "reason": ""},
+            )
+        _post_vitals(c, sid, at, values)
+        if minutes == 40.0:
+            # The protocol's dissociation scale at the end of the infusion (CADSS-6, mild).
+            c.call(
+                "nurse",
+                "POST",
+                f"/sessions/{sid}/scales",
+                {"scale": "cadss6", "items": [1, 1, 0, 1, 0, 0]},
+            )
+    c.call(
+        "nurse",
+        "POST",
+        f"/sessions/{sid}/scales",
+        {"scale": "modified_aldrete", "items": [2, 2, 2, 2, 2]},
+    )
+    # As staff would: every alarm of the session (e.g. PHQ-9 item 9) is reviewed before discharge.
+    for alarm in c.call("nurse", "GET", f"/sessions/{sid}").get("active_alarms") or []:
+        if not alarm.get("acknowledged_at"):
+            c.call(
+                "physician",
+                "POST",
+                f"/alarms/{alarm['id']}/acknowledge",
+                {"reason": "reviewed with the patient; safety plan in place"},
+            )
+    c.call(
+        "nurse",
+        "POST",
+        f"/sessions/{sid}/discharge",
+        {"escort_confirmed": True, "no_driving_acknowledged": True},
+    )
+    log(f"past session {sid} replayed on {when:%Y-%m-%d} (PHQ-9 {sum(phq9)})")
+
+
 @dataclass(frozen=True)
 class DemoClinic:
     """What :func:`seed_demo` made."""
@@ -160,11 +290,19 @@ class DemoClinic:
 
 
 def seed_demo(
-    c: ApiClient, *, now: datetime | None = None, log: Callable[[str], None] = print
+    c: ApiClient,
+    *,
+    now: datetime | None = None,
+    log: Callable[[str], None] = print,
+    travel: Callable[[datetime | None], None] | None = None,
 ) -> DemoClinic:
     """A patient mid-course (3 of 6 sessions done, PHQ-9 recorded) and one session infusing now.
 
     ``c`` must be able to sign in the :data:`DEMO_USERS`. Returns the ids the demo prints.
+    With ``travel`` (sets the server's clock to an instant, or back to the present with None),
+    the past sessions are run through the real workflow at their own times, so their doses,
+    vitals, observation times and discharge criteria are real; without it they are compressed
+    into seconds and discharged with a physician override that says so.
     """
     now = now or datetime.now(UTC)
     patient = c.call(
@@ -180,7 +318,10 @@ def seed_demo(
         },
     )
     pid = int(patient["id"])
-    for days_ago, kg in ((28, 71.8), (14, 71.2), (0, 70.6)):
+    # With a movable clock the history is entered as it happened: each past session records
+    # that day's weight first (an order may not use a weight measured after it).
+    weights = () if travel is not None else ((28, 71.8), (14, 71.2), (0, 70.6))
+    for days_ago, kg in weights:
         c.call(
             "nurse",
             "POST",
@@ -216,6 +357,10 @@ def seed_demo(
     course_id = int(course["id"])
     for i, items in enumerate(PHQ9_HISTORY):
         when = now - timedelta(days=3 * (len(PHQ9_HISTORY) - i) + 1)  # twice a week
+        if travel is not None:
+            weight_kg = _PAST_WEIGHTS_KG[i]
+            _replay_past_session(c, pid, weight_kg, course_id, when, items, travel, log=log)
+            continue
         sess = c.call(
             "nurse",
             "POST",
@@ -251,6 +396,14 @@ def seed_demo(
             },
         )
         log(f"past session {sid} done (PHQ-9 {sum(items)})")
+    if travel is not None:
+        travel(None)
+        c.call(
+            "nurse",
+            "POST",
+            f"/patients/{pid}/weights",
+            {"weight_kg": 70.6, "measured_on": now.date().isoformat()},
+        )
 
     live = c.call(
         "nurse",
