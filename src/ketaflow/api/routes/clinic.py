@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,7 @@ from ketaflow.api.deps import (
     require_own_transaction,
 )
 from ketaflow.api.schemas import KioskTokenOut
+from ketaflow.api.security import token_from
 from ketaflow.clinical import Actor
 from ketaflow.dosing.library import load_library
 from ketaflow.dosing.protocols import list_protocols
@@ -507,6 +508,7 @@ async def post_vitals(
     body: ReadingIn | ReadingsIn,
     principal: Annotated[Principal, require_own_transaction(*CLINICIANS)],
     context: ContextDep,
+    request: Request,
 ) -> Answer:
     """One reading or ``{readings: [...]}``; stored and committed before the answer.
 
@@ -514,12 +516,14 @@ async def post_vitals(
     transaction inside one worker-thread call (see ``OwnTransactionRequirement``).
     """
     readings = [_reading(r) for r in ([body] if isinstance(body, ReadingIn) else body.readings)]
-    actor = _actor(principal)
+    token = token_from(request)
 
     def work() -> Answer:
         with UnitOfWork(context.session_factory) as uow:
+            # Again, with the idle-timeout touch, in the same transaction as the readings.
+            current = context.auth.authenticate(uow, token)
             service = ClinicService(uow, context.clock, context.broker, context.clinic)
-            return service.record_vitals(actor, session_id, readings)
+            return service.record_vitals(_actor(current), session_id, readings)
 
     return await run_in_threadpool(work)
 
