@@ -16,6 +16,7 @@ open in the database and are acknowledged there.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ from ketaflow.dosing.library import LimitStatus, Override, check_order, load_lib
 from ketaflow.dosing.orders import create_order
 from ketaflow.dosing.protocols import Protocol, load_protocol
 from ketaflow.dosing.pump import BlindEntry, double_check, program_pump
+from ketaflow.dosing.titration import SessionOutcome
 from ketaflow.errors import (
     AuthError,
     HardLimitError,
@@ -1063,13 +1065,9 @@ class ClinicService:
             .limit(1)
         ).scalar_one_or_none()
         text = dose_text
+        titration: dict[str, Any] | None = None
         if text is None:
-            per_kg = protocol.session_dose_mg_per_kg
-            text = (
-                protocol.dose_text
-                if per_kg is None
-                else protocol.dose_text_for(protocol.planned_dose_mg_per_kg(row.session_number))
-            )
+            text, titration = self._protocol_dose(row, protocol)
         now = self._clock.now()
         count = self._db.execute(
             select(func.count())
@@ -1131,7 +1129,84 @@ class ClinicService:
         )
         view = self._order_view(order_row)
         assert view is not None
-        return view
+        return {**view, "titration": titration}
+
+    def _protocol_dose(
+        self, row: InfusionSession, protocol: Protocol
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The protocol's dose text for this session: the first session's dose, then the
+        protocol's between-session titration rules applied to the previous session."""
+        start = protocol.session_dose_mg_per_kg
+        if start is None:
+            return protocol.dose_text, None
+        previous = self._db.execute(
+            select(InfusionSession)
+            .where(
+                InfusionSession.course_id == row.course_id,
+                InfusionSession.session_number < row.session_number,
+                InfusionSession.state.in_(["discharged", "aborted"]),
+            )
+            .order_by(InfusionSession.session_number.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        prev_order = None if previous is None else self._current_order(previous.id)
+        if previous is None or prev_order is None:
+            return protocol.dose_text_for(start), None
+        outcome = self._session_outcome(previous)
+        current = float(_j(prev_order.order_json)["dose_mg_per_kg"])
+        decision = protocol.decide_next_dose(outcome, current)
+        return protocol.dose_text_for(decision.next_mg_per_kg), {
+            "previous_session_id": previous.id,
+            "current_mg_per_kg": decision.current_mg_per_kg,
+            "next_mg_per_kg": decision.next_mg_per_kg,
+            "action": decision.action.value,
+            "rule_id": decision.rule_id,
+            "rationale": decision.rationale,
+            "requires_confirmation": True,
+        }
+
+    def _session_outcome(self, row: InfusionSession) -> SessionOutcome:
+        """How a finished session went, as the titration rules see it (NaN = not assessed)."""
+        course = self._course_row(row.course_id)
+        goal_scale = str(_j(course.goal_json).get("scale_id", ""))
+        vitals = self._rows(VitalSign, VitalSign.session_id == row.id)
+        scales = self._rows(ScaleResult, ScaleResult.session_id == row.id)
+        first_goal = self._db.execute(
+            select(ScaleResult.total)
+            .join(InfusionSession, InfusionSession.id == ScaleResult.session_id)
+            .where(InfusionSession.course_id == course.id, ScaleResult.scale == goal_scale)
+            .order_by(ScaleResult.recorded_at, ScaleResult.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        latest_goal = [s.total for s in scales if s.scale == goal_scale]
+        response = math.nan
+        if first_goal and latest_goal:
+            response = 100.0 * (first_goal - latest_goal[-1]) / first_goal
+        dissociation = [float(s.total) for s in scales if s.scale in ("cadss", "cadss6")]
+        stops = self._db.execute(
+            select(func.count())
+            .select_from(AlarmRecord)
+            .where(
+                AlarmRecord.session_id == row.id,
+                AlarmRecord.code.in_(
+                    ["SBP_HIGH_STOP", "DBP_HIGH_STOP", "SBP_SEVERE", "DBP_SEVERE"]
+                ),
+            )
+        ).scalar_one()
+
+        def peak(kind: str) -> float:
+            values = [v.value for v in vitals if v.kind == kind and not v.artefact_suspect]
+            return max(values) if values else math.nan
+
+        return SessionOutcome(
+            session_number=row.session_number,
+            tolerated=row.state == SessionState.DISCHARGED.value,
+            response_pct=response,
+            max_dissociation=max(dissociation) if dissociation else math.nan,
+            max_sbp_mmhg=peak("sbp"),
+            max_dbp_mmhg=peak("dbp"),
+            stop_threshold_crossed=stops > 0,
+        )
 
     def verify_order(self, actor: Actor, session_id: int) -> dict[str, Any]:
         """A physician verifies the order (the first of the two checks)."""

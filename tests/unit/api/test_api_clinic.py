@@ -302,3 +302,40 @@ def test_rate_changes_are_checked_against_the_drug_library(clinic: Clinic) -> No
     assert 5000 not in rates
     c.wait(1)
     assert c.get(f"/sessions/{sid}", c.nurse)["state"] == "infusing"
+
+
+def test_the_default_order_follows_the_protocols_titration(clinic: Clinic) -> None:
+    c = clinic
+    pid, _ = patient_with_course(c, mrn="TIT-1")
+    course = c.post(
+        f"/patients/{pid}/courses",
+        c.doc,
+        {
+            "indication": "major_depression",
+            "protocol": "depression-titration",
+            "planned_sessions": 6,
+            "goal": {"scale": "madrs", "kind": "response"},
+        },
+        201,
+    )
+    doses = []
+    for n in (1, 2):
+        sid = c.post(
+            f"/courses/{course['id']}/sessions",
+            c.desk,
+            {"scheduled_for": T0.isoformat(), "chair": str(n)},
+            201,
+        )["id"]
+        c.post(f"/sessions/{sid}/transitions", c.desk, {"action": "check_in"})
+        c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "start_pre_assessment"})
+        order = c.post(f"/sessions/{sid}/order", c.doc, {}, 201)
+        doses.append((order["dose_mg"], order["titration"]))
+        c.post(
+            f"/sessions/{sid}/transitions",
+            c.nurse,
+            {"action": "abort", "reason": "vomiting before the infusion"},
+        )
+    assert doses[0] == (pytest.approx(35.0), None)  # 0.5 mg/kg x 70 kg, first session
+    dose, titration = doses[1]
+    assert dose == pytest.approx(28.0)  # not tolerated: one step (0.1 mg/kg) lower
+    assert (titration["action"], titration["rule_id"]) == ("lower", "lower-if-not-tolerated")
