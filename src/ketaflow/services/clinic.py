@@ -81,6 +81,7 @@ from ketaflow.errors import (
     SoftLimitError,
     StateError,
 )
+from ketaflow.pk.effect import DISSOCIATION
 from ketaflow.services.clock import Clock
 from ketaflow.services.codec import dumps, loads, to_jsonable
 from ketaflow.services.events import EventBroker, publish_after_commit
@@ -1458,7 +1459,10 @@ class ClinicService:
             "future": f.future,
             "uncertain": f.uncertain,
             "validity_notes": list(f.validity_notes),
-            "dissociation_fraction": None,
+            # Racemic ketamine (the drug library's only drug): S-ketamine Emax on Ce.
+            "dissociation_fraction": None
+            if f.ce_ng_per_ml is None
+            else [float(x) for x in DISSOCIATION.effect(f.ce_ng_per_ml, enantiomer="racemic")],
         }
 
     def _infusion(self, session_id: int) -> tuple[InfusionSession, Session, Any]:

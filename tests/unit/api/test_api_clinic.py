@@ -78,6 +78,9 @@ def test_the_whole_clinical_path(clinic: Clinic) -> None:
     assert rate["current_rate_mg_per_h"] == 40
     prediction = c.get(f"/sessions/{sid}/prediction?horizon_min=30", c.nurse)
     assert prediction["cp_now_ng_per_ml"] > 0
+    fractions = prediction["dissociation_fraction"]
+    assert len(fractions) == len(prediction["times_min"])
+    assert all(0.0 <= f < 1.0 for f in fractions)
     assert prediction["delivered_mg"] == pytest.approx(rate["delivered_mg"], rel=1e-6)
 
     c.wait(30)
