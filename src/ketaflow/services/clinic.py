@@ -1512,10 +1512,19 @@ class ClinicService:
     # --- vitals ----------------------------------------------------------------------------------
 
     def _latest_vitals(self, session_id: int) -> dict[str, VitalSign]:
-        rows = self._rows(
-            VitalSign, VitalSign.session_id == session_id, order=VitalSign.measured_at
-        )
-        return {r.kind: r for r in rows}
+        """The newest reading of each kind (one indexed query per kind: a session collects
+        tens of thousands of readings)."""
+        out: dict[str, VitalSign] = {}
+        for kind in VitalKind:
+            latest = self._db.execute(
+                select(VitalSign)
+                .where(VitalSign.session_id == session_id, VitalSign.kind == kind.value)
+                .order_by(VitalSign.measured_at.desc(), VitalSign.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if latest is not None:
+                out[kind.value] = latest
+        return out
 
     @staticmethod
     def _vital_view(v: VitalSign) -> dict[str, Any]:
@@ -1729,14 +1738,24 @@ class ClinicService:
         }
 
     def list_vitals(
-        self, actor: Actor, session_id: int, since: datetime | None
+        self, actor: Actor, session_id: int, since: datetime | None, limit: int = 2000
     ) -> list[dict[str, Any]]:
-        """Readings of the session, oldest first (``since`` by measurement time)."""
+        """Readings of the session, oldest first (``since`` by measurement time), at most
+        ``limit``; page on with ``since`` = the last ``measured_at``."""
         row = self._session_row(session_id)
         where = [VitalSign.session_id == row.id]
         if since is not None:
             where.append(VitalSign.measured_at >= since)
-        rows = self._rows(VitalSign, *where, order=VitalSign.measured_at)
+        rows = list(
+            self._db.execute(
+                select(VitalSign)
+                .where(*where)
+                .order_by(VitalSign.measured_at, VitalSign.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
         self._audit(actor, "read", "infusion_session", row.id, {"part": "vitals"})
         return [self._vital_view(v) for v in rows]
 

@@ -534,9 +534,10 @@ def list_vitals(
     principal: Clinician,
     clinic: ClinicServiceDep,
     since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 2000,
 ) -> list[Answer]:
-    """Readings of the session, oldest first."""
-    return clinic.list_vitals(_actor(principal), session_id, since)
+    """Readings of the session, oldest first (at most ``limit``; page on with ``since``)."""
+    return clinic.list_vitals(_actor(principal), session_id, since, limit)
 
 
 @router.get("/sessions/{session_id}/alarms")
