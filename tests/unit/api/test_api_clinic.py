@@ -342,3 +342,15 @@ def test_the_default_order_follows_the_protocols_titration(clinic: Clinic) -> No
     dose, titration = doses[1]
     assert dose == pytest.approx(28.0)  # not tolerated: one step (0.1 mg/kg) lower
     assert (titration["action"], titration["rule_id"]) == ("lower", "lower-if-not-tolerated")
+
+
+def test_text_with_nul_characters_is_refused_before_the_database(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = patient_with_course(c, mrn="NUL-1")
+    refused = c.client.post(
+        f"{API}/courses/{course_id}/sessions",
+        headers=c.desk,
+        json={"scheduled_for": T0.isoformat(), "chair": "3\x00"},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid_input"

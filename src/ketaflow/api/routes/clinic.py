@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from ketaflow.api.deps import (
@@ -74,6 +74,17 @@ def _actor(principal: Principal) -> Actor:
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> _Body:
+        # PostgreSQL text cannot hold NUL; refuse it here (422) rather than at the database.
+        for name, value in self:
+            texts = [value] if isinstance(value, str) else []
+            if isinstance(value, dict):
+                texts = [k for k in value if isinstance(k, str)]
+            if any("\x00" in t for t in texts):
+                raise ValueError(f"{name} must not contain NUL characters")
+        return self
 
 
 class HeightCreate(_Body):
