@@ -354,3 +354,29 @@ def test_text_with_nul_characters_is_refused_before_the_database(clinic: Clinic)
     )
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "invalid_input"
+
+
+def test_vital_sign_refusals(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = patient_with_course(c, mrn="VIT-1")
+    sid, _ = ready_session(c, course_id)
+    c.post(f"/sessions/{sid}/start", c.nurse)
+    path = f"{API}/sessions/{sid}/vitals"
+    cases = {
+        "unit": c.reading("sbp", 120, "kPa", "u1"),
+        "kind": c.reading("glucose", 5, "mmol/L", "u2"),
+        "twice": {
+            "readings": [c.reading("hr", 70, "/min", "u3"), c.reading("hr", 71, "/min", "u3")]
+        },
+    }
+    for name, body in cases.items():
+        response = c.client.post(path, headers=c.nurse, json=body)
+        assert response.status_code == 422, name
+    # Nothing of the refused requests was stored: only the manual baseline is there.
+    assert {v["source"] for v in c.get(f"/sessions/{sid}/vitals", c.nurse)} == {"manual"}
+    implausible = c.post(f"/sessions/{sid}/vitals", c.nurse, c.reading("hr", 20, "/min", "u4"), 201)
+    assert implausible["accepted"][0]["artefact_suspect"] is True
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "stop", "reason": "nausea"})
+    c.post(f"/sessions/{sid}/transitions", c.doc, {"action": "abort", "reason": "to hospital"})
+    ended = c.client.post(path, headers=c.nurse, json=c.reading("hr", 70, "/min", "u5"))
+    assert ended.status_code == 409
