@@ -248,7 +248,15 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def _run(args: argparse.Namespace, port: int, res: Results) -> dict[str, float]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run(
+    args: argparse.Namespace, port: int, res: Results, server_pid: int
+) -> dict[str, float]:
     limits = httpx.Limits(max_connections=args.sessions + 10, max_keepalive_connections=200)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits
@@ -275,6 +283,7 @@ async def _run(args: argparse.Namespace, port: int, res: Results) -> dict[str, f
         ]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), timeout=60)
         t_start = time.perf_counter()
+        cpu_start = _cpu_s(server_pid)
         await asyncio.gather(
             *(
                 _client(http, sid, nurse_h, args.duration, (i / len(sids)), res)
@@ -282,6 +291,7 @@ async def _run(args: argparse.Namespace, port: int, res: Results) -> dict[str, f
             )
         )
         t_end = time.perf_counter()
+        server_cpu_s = _cpu_s(server_pid) - cpu_start
         await asyncio.sleep(2.0)  # let the last alarm events arrive
         stop.set()
         await asyncio.gather(*subs, return_exceptions=True)
@@ -295,7 +305,12 @@ async def _run(args: argparse.Namespace, port: int, res: Results) -> dict[str, f
             body = r.json()
             retry_dupes += len(body["duplicates"])
             retry_new += len(body["accepted"])
-        return {"run_s": t_end - t_start, "retry_dupes": retry_dupes, "retry_new": retry_new}
+        return {
+            "run_s": t_end - t_start,
+            "retry_dupes": retry_dupes,
+            "retry_new": retry_new,
+            "server_cpu_s": server_cpu_s,
+        }
 
 
 def main() -> int:
@@ -337,7 +352,7 @@ def main() -> int:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("server did not start; see " + str(tmp / "server.log"))
             time.sleep(0.2)
-        extra = asyncio.run(_run(args, port, res))
+        extra = asyncio.run(_run(args, port, res, server.pid))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -373,6 +388,12 @@ def main() -> int:
         f"send -> alarm push ms ({len(latencies)} alarms): p50 {_pct(latencies, 50):.1f}, "
         f"p99 {_pct(latencies, 99):.1f}, max {max(latencies, default=float('nan')):.1f}; "
         f"alarms not seen: {missed_alarms}"
+    )
+    print(
+        f"server CPU during the run: {extra['server_cpu_s']:.1f} s in {run_s:.1f} s "
+        f"({100 * extra['server_cpu_s'] / run_s:.0f} % of one core; "
+        f"{1000 * extra['server_cpu_s'] / max(1, sum(res.statuses.values())):.1f} ms per request); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"HTTP statuses: {dict(res.statuses)}; client errors: {len(res.errors)}")
     for e in res.errors[:5]:

@@ -191,7 +191,10 @@ def make_user(
 @pytest.fixture
 def app(settings: Settings, clock: ManualClock) -> FastAPI:
     """The API app on the test database, with the test clock and fast Argon2."""
-    return create_app(settings, clock=clock, password_hasher=FAST_HASHER, stream_recheck_s=0.05)
+    # No background alarm ticker: tests tick explicitly (tick_alarms_once), deterministically.
+    return create_app(
+        settings, clock=clock, password_hasher=FAST_HASHER, stream_recheck_s=0.05, alarm_tick_s=0
+    )
 
 
 @pytest.fixture

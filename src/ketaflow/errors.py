@@ -109,6 +109,24 @@ class AuthError(KetaflowError):
     code = "not_authorised"
 
 
+class AuthenticationError(AuthError):
+    """No valid credentials: not signed in, wrong password, expired or revoked. HTTP 401."""
+
+    code = "not_authenticated"
+
+
+class PermissionDeniedError(AuthError):
+    """Signed in, but the role may not do this. HTTP 403."""
+
+    code = "forbidden"
+
+
+class ConflictError(StateError):
+    """The change collides with an existing record (a duplicate unique value). HTTP 409."""
+
+    code = "conflict"
+
+
 class StorageError(KetaflowError):
     """The database could not complete the operation."""
 

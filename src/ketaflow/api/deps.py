@@ -155,7 +155,11 @@ class OwnTransactionRequirement(Requirement):
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)],
         _cookie: Annotated[str | None, Depends(COOKIE_SCHEME)],
     ) -> Principal:
-        principal = await run_in_threadpool(authenticate_once, context, token_from(request))
+        # Read-only here (no idle-timeout touch): the route's own transaction authenticates
+        # again with the touch, so the request writes in one transaction only.
+        principal = await run_in_threadpool(
+            authenticate_once, context, token_from(request), touch=False
+        )
         return self.check(principal, request.path_params)
 
 

@@ -31,7 +31,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ketaflow.config import Settings
-from ketaflow.errors import AuthError, InputError, NotFoundError
+from ketaflow.errors import AuthenticationError as AuthenticationError
+from ketaflow.errors import InputError, NotFoundError
+from ketaflow.errors import PermissionDeniedError as PermissionDeniedError
 from ketaflow.services.clock import Clock
 from ketaflow.store.tables import InfusionSession, LoginSession, User
 from ketaflow.store.types import Role
@@ -53,18 +55,6 @@ STAFF_ROLES: Final[frozenset[Role]] = frozenset(
 ALL_ROLES: Final[frozenset[Role]] = frozenset(Role)
 #: Who may issue a kiosk token for an infusion session.
 KIOSK_ISSUER_ROLES: Final[frozenset[Role]] = frozenset({Role.NURSE, Role.PHYSICIAN})
-
-
-class AuthenticationError(AuthError):
-    """No valid credentials: not signed in, wrong password, expired or revoked. HTTP 401."""
-
-    code = "not_authenticated"
-
-
-class PermissionDeniedError(AuthError):
-    """Signed in, but the role may not do this. HTTP 403."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)

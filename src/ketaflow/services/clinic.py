@@ -16,13 +16,14 @@ open in the database and are acknowledged there.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from ketaflow.clinical import (
     Actor,
@@ -71,6 +72,7 @@ from ketaflow.dosing.library import LimitStatus, Override, check_order, load_lib
 from ketaflow.dosing.orders import create_order
 from ketaflow.dosing.protocols import Protocol, load_protocol
 from ketaflow.dosing.pump import BlindEntry, double_check, program_pump
+from ketaflow.dosing.titration import SessionOutcome
 from ketaflow.errors import (
     AuthError,
     HardLimitError,
@@ -79,6 +81,7 @@ from ketaflow.errors import (
     SoftLimitError,
     StateError,
 )
+from ketaflow.pk.effect import DISSOCIATION
 from ketaflow.services.clock import Clock
 from ketaflow.services.codec import dumps, loads, to_jsonable
 from ketaflow.services.events import EventBroker, publish_after_commit
@@ -1063,13 +1066,9 @@ class ClinicService:
             .limit(1)
         ).scalar_one_or_none()
         text = dose_text
+        titration: dict[str, Any] | None = None
         if text is None:
-            per_kg = protocol.session_dose_mg_per_kg
-            text = (
-                protocol.dose_text
-                if per_kg is None
-                else protocol.dose_text_for(protocol.planned_dose_mg_per_kg(row.session_number))
-            )
+            text, titration = self._protocol_dose(row, protocol)
         now = self._clock.now()
         count = self._db.execute(
             select(func.count())
@@ -1131,7 +1130,84 @@ class ClinicService:
         )
         view = self._order_view(order_row)
         assert view is not None
-        return view
+        return {**view, "titration": titration}
+
+    def _protocol_dose(
+        self, row: InfusionSession, protocol: Protocol
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The protocol's dose text for this session: the first session's dose, then the
+        protocol's between-session titration rules applied to the previous session."""
+        start = protocol.session_dose_mg_per_kg
+        if start is None:
+            return protocol.dose_text, None
+        previous = self._db.execute(
+            select(InfusionSession)
+            .where(
+                InfusionSession.course_id == row.course_id,
+                InfusionSession.session_number < row.session_number,
+                InfusionSession.state.in_(["discharged", "aborted"]),
+            )
+            .order_by(InfusionSession.session_number.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        prev_order = None if previous is None else self._current_order(previous.id)
+        if previous is None or prev_order is None:
+            return protocol.dose_text_for(start), None
+        outcome = self._session_outcome(previous)
+        current = float(_j(prev_order.order_json)["dose_mg_per_kg"])
+        decision = protocol.decide_next_dose(outcome, current)
+        return protocol.dose_text_for(decision.next_mg_per_kg), {
+            "previous_session_id": previous.id,
+            "current_mg_per_kg": decision.current_mg_per_kg,
+            "next_mg_per_kg": decision.next_mg_per_kg,
+            "action": decision.action.value,
+            "rule_id": decision.rule_id,
+            "rationale": decision.rationale,
+            "requires_confirmation": True,
+        }
+
+    def _session_outcome(self, row: InfusionSession) -> SessionOutcome:
+        """How a finished session went, as the titration rules see it (NaN = not assessed)."""
+        course = self._course_row(row.course_id)
+        goal_scale = str(_j(course.goal_json).get("scale_id", ""))
+        vitals = self._rows(VitalSign, VitalSign.session_id == row.id)
+        scales = self._rows(ScaleResult, ScaleResult.session_id == row.id)
+        first_goal = self._db.execute(
+            select(ScaleResult.total)
+            .join(InfusionSession, InfusionSession.id == ScaleResult.session_id)
+            .where(InfusionSession.course_id == course.id, ScaleResult.scale == goal_scale)
+            .order_by(ScaleResult.recorded_at, ScaleResult.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        latest_goal = [s.total for s in scales if s.scale == goal_scale]
+        response = math.nan
+        if first_goal and latest_goal:
+            response = 100.0 * (first_goal - latest_goal[-1]) / first_goal
+        dissociation = [float(s.total) for s in scales if s.scale in ("cadss", "cadss6")]
+        stops = self._db.execute(
+            select(func.count())
+            .select_from(AlarmRecord)
+            .where(
+                AlarmRecord.session_id == row.id,
+                AlarmRecord.code.in_(
+                    ["SBP_HIGH_STOP", "DBP_HIGH_STOP", "SBP_SEVERE", "DBP_SEVERE"]
+                ),
+            )
+        ).scalar_one()
+
+        def peak(kind: str) -> float:
+            values = [v.value for v in vitals if v.kind == kind and not v.artefact_suspect]
+            return max(values) if values else math.nan
+
+        return SessionOutcome(
+            session_number=row.session_number,
+            tolerated=row.state == SessionState.DISCHARGED.value,
+            response_pct=response,
+            max_dissociation=max(dissociation) if dissociation else math.nan,
+            max_sbp_mmhg=peak("sbp"),
+            max_dbp_mmhg=peak("dbp"),
+            stop_threshold_crossed=stops > 0,
+        )
 
     def verify_order(self, actor: Actor, session_id: int) -> dict[str, Any]:
         """A physician verifies the order (the first of the two checks)."""
@@ -1383,7 +1459,10 @@ class ClinicService:
             "future": f.future,
             "uncertain": f.uncertain,
             "validity_notes": list(f.validity_notes),
-            "dissociation_fraction": None,
+            # Racemic ketamine (the drug library's only drug): S-ketamine Emax on Ce.
+            "dissociation_fraction": None
+            if f.ce_ng_per_ml is None
+            else [float(x) for x in DISSOCIATION.effect(f.ce_ng_per_ml, enantiomer="racemic")],
         }
 
     def _infusion(self, session_id: int) -> tuple[InfusionSession, Session, Any]:
@@ -1433,10 +1512,19 @@ class ClinicService:
     # --- vitals ----------------------------------------------------------------------------------
 
     def _latest_vitals(self, session_id: int) -> dict[str, VitalSign]:
-        rows = self._rows(
-            VitalSign, VitalSign.session_id == session_id, order=VitalSign.measured_at
-        )
-        return {r.kind: r for r in rows}
+        """The newest reading of each kind (one indexed query per kind: a session collects
+        tens of thousands of readings)."""
+        out: dict[str, VitalSign] = {}
+        for kind in VitalKind:
+            latest = self._db.execute(
+                select(VitalSign)
+                .where(VitalSign.session_id == session_id, VitalSign.kind == kind.value)
+                .order_by(VitalSign.measured_at.desc(), VitalSign.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if latest is not None:
+                out[kind.value] = latest
+        return out
 
     @staticmethod
     def _vital_view(v: VitalSign) -> dict[str, Any]:
@@ -1479,6 +1567,60 @@ class ClinicService:
         )
         self._db.add(row)
         return row
+
+    def _insert_readings(
+        self,
+        session_id: int,
+        assessed: Sequence[tuple[NewReading, VitalReading]],
+        actor: Actor,
+        received_at: datetime,
+    ) -> list[dict[str, Any]]:
+        """Insert the readings with one multi-row INSERT ... RETURNING (the feed's hot path:
+        about a third cheaper than ORM objects); their views, in order."""
+        if not assessed:
+            return []
+        rows = []
+        for new, reading in assessed:
+            spec = vital_spec(reading.kind)
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "reading_id": new.reading_id,
+                    "kind": reading.kind.value,
+                    "value": reading.value,
+                    "unit": spec.ucum,
+                    "loinc": spec.loinc,
+                    "measured_at": reading.measured_at,
+                    "received_at": received_at,
+                    "source": reading.source.value,
+                    "device_id": reading.device_id,
+                    "artefact_suspect": reading.artefact_suspect,
+                    "artefact_reasons": json.dumps(list(reading.artefact_reasons)),
+                    "recorded_by": actor.user_id,
+                }
+            )
+        ids = (
+            self._db.execute(
+                insert(VitalSign).returning(VitalSign.id, sort_by_parameter_order=True), rows
+            )
+            .scalars()
+            .all()
+        )
+        return [
+            {
+                "id": vid,
+                "reading_id": r["reading_id"],
+                "kind": r["kind"],
+                "value": r["value"],
+                "unit": r["unit"],
+                "loinc": r["loinc"],
+                "measured_at": r["measured_at"],
+                "received_at": r["received_at"],
+                "source": r["source"],
+                "artefact_suspect": r["artefact_suspect"],
+            }
+            for vid, r in zip(ids, rows, strict=True)
+        ]
 
     def record_vitals(
         self, actor: Actor, session_id: int, readings: Sequence[NewReading]
@@ -1563,9 +1705,7 @@ class ClinicService:
             for _new, reading in assessed:
                 events.extend(slot.engine.feed(reading))
             slot.previous.update(previous)
-        stored = [self._store_reading(row.id, r, actor, n.reading_id, now) for n, r in assessed]
-        self._db.flush()
-        views = [self._vital_view(v) for v in stored]
+        views = self._insert_readings(row.id, assessed, actor, now)
         if views:
             self._publish(
                 row.id,
@@ -1589,23 +1729,33 @@ class ClinicService:
             "create",
             "vital_sign",
             None,
-            {"session_id": row.id, "count": len(stored), "duplicates": len(readings) - len(fresh)},
+            {"session_id": row.id, "count": len(views), "duplicates": len(readings) - len(fresh)},
         )
         return {
             "accepted": views,
             "duplicates": sorted(existing),
-            "artefact_suspect": sum(1 for v in stored if v.artefact_suspect),
+            "artefact_suspect": sum(1 for v in views if v["artefact_suspect"]),
         }
 
     def list_vitals(
-        self, actor: Actor, session_id: int, since: datetime | None
+        self, actor: Actor, session_id: int, since: datetime | None, limit: int = 2000
     ) -> list[dict[str, Any]]:
-        """Readings of the session, oldest first (``since`` by measurement time)."""
+        """Readings of the session, oldest first (``since`` by measurement time), at most
+        ``limit``; page on with ``since`` = the last ``measured_at``."""
         row = self._session_row(session_id)
         where = [VitalSign.session_id == row.id]
         if since is not None:
             where.append(VitalSign.measured_at >= since)
-        rows = self._rows(VitalSign, *where, order=VitalSign.measured_at)
+        rows = list(
+            self._db.execute(
+                select(VitalSign)
+                .where(*where)
+                .order_by(VitalSign.measured_at, VitalSign.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
         self._audit(actor, "read", "infusion_session", row.id, {"part": "vitals"})
         return [self._vital_view(v) for v in rows]
 

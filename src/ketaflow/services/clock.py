@@ -1,5 +1,8 @@
 """Time, injected: services ask a :class:`Clock` instead of calling ``datetime.now()``.
 
+:class:`Clock` is the one protocol of :mod:`ketaflow.clinical.clock` (anything with an aware
+``now()``), so the same clock drives the service and the clinical rules.
+
 :class:`SystemClock` is the real one; :class:`ManualClock` is the public test double (set and
 advance it by hand), so expiry, lock-out and idle timeouts are tested without sleeping.
 """
@@ -7,18 +10,11 @@ advance it by hand), so expiry, lock-out and idle timeouts are tested without sl
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
 
+from ketaflow.clinical.clock import Clock
 from ketaflow.errors import InputError
 
-
-@runtime_checkable
-class Clock(Protocol):
-    """Anything with ``now()`` returning an aware UTC datetime."""
-
-    def now(self) -> datetime:
-        """The current instant, timezone-aware UTC."""
-        ...
+__all__ = ["Clock", "ManualClock", "SystemClock"]
 
 
 class SystemClock:

@@ -10,13 +10,9 @@ import re
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from ketaflow.errors import KetaflowError, StateError, StorageError
+from ketaflow.errors import ConflictError, KetaflowError, StorageError
 
-
-class ConflictError(StateError):
-    """The change collides with an existing record (a duplicate unique value). HTTP 409."""
-
-    code = "conflict"
+__all__ = ["ConflictError", "translate_db_error"]
 
 
 # SQLite: "UNIQUE constraint failed: patients.mrn"

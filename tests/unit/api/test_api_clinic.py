@@ -78,6 +78,9 @@ def test_the_whole_clinical_path(clinic: Clinic) -> None:
     assert rate["current_rate_mg_per_h"] == 40
     prediction = c.get(f"/sessions/{sid}/prediction?horizon_min=30", c.nurse)
     assert prediction["cp_now_ng_per_ml"] > 0
+    fractions = prediction["dissociation_fraction"]
+    assert len(fractions) == len(prediction["times_min"])
+    assert all(0.0 <= f < 1.0 for f in fractions)
     assert prediction["delivered_mg"] == pytest.approx(rate["delivered_mg"], rel=1e-6)
 
     c.wait(30)
@@ -302,3 +305,78 @@ def test_rate_changes_are_checked_against_the_drug_library(clinic: Clinic) -> No
     assert 5000 not in rates
     c.wait(1)
     assert c.get(f"/sessions/{sid}", c.nurse)["state"] == "infusing"
+
+
+def test_the_default_order_follows_the_protocols_titration(clinic: Clinic) -> None:
+    c = clinic
+    pid, _ = patient_with_course(c, mrn="TIT-1")
+    course = c.post(
+        f"/patients/{pid}/courses",
+        c.doc,
+        {
+            "indication": "major_depression",
+            "protocol": "depression-titration",
+            "planned_sessions": 6,
+            "goal": {"scale": "madrs", "kind": "response"},
+        },
+        201,
+    )
+    doses = []
+    for n in (1, 2):
+        sid = c.post(
+            f"/courses/{course['id']}/sessions",
+            c.desk,
+            {"scheduled_for": T0.isoformat(), "chair": str(n)},
+            201,
+        )["id"]
+        c.post(f"/sessions/{sid}/transitions", c.desk, {"action": "check_in"})
+        c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "start_pre_assessment"})
+        order = c.post(f"/sessions/{sid}/order", c.doc, {}, 201)
+        doses.append((order["dose_mg"], order["titration"]))
+        c.post(
+            f"/sessions/{sid}/transitions",
+            c.nurse,
+            {"action": "abort", "reason": "vomiting before the infusion"},
+        )
+    assert doses[0] == (pytest.approx(35.0), None)  # 0.5 mg/kg x 70 kg, first session
+    dose, titration = doses[1]
+    assert dose == pytest.approx(28.0)  # not tolerated: one step (0.1 mg/kg) lower
+    assert (titration["action"], titration["rule_id"]) == ("lower", "lower-if-not-tolerated")
+
+
+def test_text_with_nul_characters_is_refused_before_the_database(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = patient_with_course(c, mrn="NUL-1")
+    refused = c.client.post(
+        f"{API}/courses/{course_id}/sessions",
+        headers=c.desk,
+        json={"scheduled_for": T0.isoformat(), "chair": "3\x00"},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid_input"
+
+
+def test_vital_sign_refusals(clinic: Clinic) -> None:
+    c = clinic
+    _, course_id = patient_with_course(c, mrn="VIT-1")
+    sid, _ = ready_session(c, course_id)
+    c.post(f"/sessions/{sid}/start", c.nurse)
+    path = f"{API}/sessions/{sid}/vitals"
+    cases = {
+        "unit": c.reading("sbp", 120, "kPa", "u1"),
+        "kind": c.reading("glucose", 5, "mmol/L", "u2"),
+        "twice": {
+            "readings": [c.reading("hr", 70, "/min", "u3"), c.reading("hr", 71, "/min", "u3")]
+        },
+    }
+    for name, body in cases.items():
+        response = c.client.post(path, headers=c.nurse, json=body)
+        assert response.status_code == 422, name
+    # Nothing of the refused requests was stored: only the manual baseline is there.
+    assert {v["source"] for v in c.get(f"/sessions/{sid}/vitals", c.nurse)} == {"manual"}
+    implausible = c.post(f"/sessions/{sid}/vitals", c.nurse, c.reading("hr", 20, "/min", "u4"), 201)
+    assert implausible["accepted"][0]["artefact_suspect"] is True
+    c.post(f"/sessions/{sid}/transitions", c.nurse, {"action": "stop", "reason": "nausea"})
+    c.post(f"/sessions/{sid}/transitions", c.doc, {"action": "abort", "reason": "to hospital"})
+    ended = c.client.post(path, headers=c.nurse, json=c.reading("hr", 70, "/min", "u5"))
+    assert ended.status_code == 409

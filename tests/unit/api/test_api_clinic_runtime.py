@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from clinic_flow import API, Clinic, clinic, patient_with_course, ready_session
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from ketaflow.api import create_app
 from ketaflow.api.app import recover_sessions, tick_alarms_once
 from ketaflow.api.deps import AppContext
 from ketaflow.clinical import (
@@ -21,12 +24,15 @@ from ketaflow.clinical import (
     VitalSource,
     make_vital_set,
 )
+from ketaflow.config import Settings
 from ketaflow.services.clinic import ClinicRuntime
 from ketaflow.services.clock import ManualClock
 from ketaflow.services.codec import dumps, loads
+from ketaflow.services.users import UserView
 from ketaflow.store.tables import AlarmEscalation
+from ketaflow.store.types import Role as SRole
 from ketaflow.store.uow import UnitOfWork
-from service_testkit import T0
+from service_testkit import FAST_HASHER, PASSWORD, T0
 
 __all__ = ["clinic"]
 
@@ -137,3 +143,42 @@ def test_a_session_snapshot_is_stored_and_restored_whole() -> None:
     later = T0 + timedelta(minutes=20)
     assert restored.infusion.dose_delivered_mg(later) == s.infusion.dose_delivered_mg(later)
     assert dumps(restored.snapshot()) == text
+
+
+def test_the_background_ticker_runs_in_the_app(
+    settings: Settings, clock: ManualClock, make_user: Callable[..., UserView]
+) -> None:
+    app = create_app(settings, clock=clock, password_hasher=FAST_HASHER, alarm_tick_s=0.02)
+    with TestClient(app) as client:
+
+        def headers(role: Role) -> dict[str, str]:
+            user = make_user(role)
+            r = client.post(
+                f"{API}/auth/login", json={"username": user.username, "password": PASSWORD}
+            )
+            client.cookies.clear()
+            return {"Authorization": f"Bearer {r.json()['token']}"}
+
+        c = Clinic(
+            client,
+            clock,
+            headers(SRole.FRONT_DESK),
+            headers(SRole.NURSE),
+            headers(SRole.NURSE),
+            headers(SRole.PHYSICIAN),
+        )
+        sid = _infusing(c)
+        c.post(f"/sessions/{sid}/vitals", c.nurse, c.reading("hr", 115, "/min", "t1"), 201)
+        with client.websocket_connect(f"{API}/sessions/{sid}/stream", headers=c.nurse) as ws:
+            assert ws.receive_json()["type"] == "stream.opened"
+            clock.advance(seconds=181)  # medium priority escalates after 180 s
+            # Pushed by the ticker, no request involved (time-driven technical alarms such as a
+            # lost signal may come first).
+            escalated: list[str] = []
+            for _ in range(10):
+                event = ws.receive_json()
+                if event["type"] == "alarm" and event["data"]["event"] == "escalated":
+                    escalated.append(event["data"]["code"])
+                if "HR_HIGH_CONSIDER_STOP" in escalated:
+                    break
+    assert "HR_HIGH_CONSIDER_STOP" in escalated

@@ -12,10 +12,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from ketaflow.api.deps import (
@@ -27,6 +27,7 @@ from ketaflow.api.deps import (
     require_own_transaction,
 )
 from ketaflow.api.schemas import KioskTokenOut
+from ketaflow.api.security import token_from
 from ketaflow.clinical import Actor
 from ketaflow.dosing.library import load_library
 from ketaflow.dosing.protocols import list_protocols
@@ -73,6 +74,17 @@ def _actor(principal: Principal) -> Actor:
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> _Body:
+        # PostgreSQL text cannot hold NUL; refuse it here (422) rather than at the database.
+        for name, value in self:
+            texts = [value] if isinstance(value, str) else []
+            if isinstance(value, dict):
+                texts = [k for k in value if isinstance(k, str)]
+            if any("\x00" in t for t in texts):
+                raise ValueError(f"{name} must not contain NUL characters")
+        return self
 
 
 class HeightCreate(_Body):
@@ -507,6 +519,7 @@ async def post_vitals(
     body: ReadingIn | ReadingsIn,
     principal: Annotated[Principal, require_own_transaction(*CLINICIANS)],
     context: ContextDep,
+    request: Request,
 ) -> Answer:
     """One reading or ``{readings: [...]}``; stored and committed before the answer.
 
@@ -514,12 +527,14 @@ async def post_vitals(
     transaction inside one worker-thread call (see ``OwnTransactionRequirement``).
     """
     readings = [_reading(r) for r in ([body] if isinstance(body, ReadingIn) else body.readings)]
-    actor = _actor(principal)
+    token = token_from(request)
 
     def work() -> Answer:
         with UnitOfWork(context.session_factory) as uow:
+            # Again, with the idle-timeout touch, in the same transaction as the readings.
+            current = context.auth.authenticate(uow, token)
             service = ClinicService(uow, context.clock, context.broker, context.clinic)
-            return service.record_vitals(actor, session_id, readings)
+            return service.record_vitals(_actor(current), session_id, readings)
 
     return await run_in_threadpool(work)
 
@@ -530,9 +545,10 @@ def list_vitals(
     principal: Clinician,
     clinic: ClinicServiceDep,
     since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 2000,
 ) -> list[Answer]:
-    """Readings of the session, oldest first."""
-    return clinic.list_vitals(_actor(principal), session_id, since)
+    """Readings of the session, oldest first (at most ``limit``; page on with ``since``)."""
+    return clinic.list_vitals(_actor(principal), session_id, since, limit)
 
 
 @router.get("/sessions/{session_id}/alarms")
