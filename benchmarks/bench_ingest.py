@@ -7,6 +7,12 @@ readings (hr, sbp, dbp, map, spo2, rr) to ``POST /api/v1/sessions/{id}/vitals`` 
 form: ``{"readings": [...]}``, one transaction per request), and one WebSocket subscriber per
 session listens to ``/api/v1/sessions/{id}/stream``.
 
+The heart rate, SpO2 and respiratory rate each client sends are a virtual patient's bedside-monitor
+stream (``ketaflow.sim.virtual_patient``: patient i of a seeded population receiving 0.5 mg/kg
+over 40 min, generated before the timed run so that it costs the clients nothing), clipped to
+the normal range so that the only alarms are the injected ones; SBP/DBP/MAP are sent every
+second at fixed normal values, as from an arterial line, to reach six readings per second.
+
 At known times each client replaces a normal value by one that crosses an alarm threshold
 (hr 115 -> HR_HIGH_CONSIDER_STOP, dbp 105 -> DBP_HIGH_CONSIDER_STOP, sbp 185 ->
 SBP_HIGH_CONSIDER_STOP); the latency reported is from just before that request is sent to the
@@ -199,6 +205,7 @@ async def _client(
     duration_s: float,
     offset_s: float,
     res: Results,
+    virtual: list[dict[str, float]],
 ) -> None:
     start = time.perf_counter() + offset_s
     seconds = int(duration_s)
@@ -206,6 +213,8 @@ async def _client(
         await asyncio.sleep(max(0.0, start + second - time.perf_counter()))
         measured = datetime.now(UTC).isoformat()
         values = {k: (v, u) for k, v, u in NORMAL}
+        for kind, value in virtual[second].items():
+            values[kind] = (value, values[kind][1])
         injected = None
         for frac, kind, value, unit, code in INJECTIONS:
             if second == int(frac * seconds):
@@ -254,6 +263,40 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: Normal range the virtual values are clipped to (no alarm may fire before an injection).
+_CLIP: dict[str, tuple[float, float]] = {
+    "hr": (55.0, 100.0),
+    "spo2": (95.0, 100.0),
+    "rr": (10.0, 20.0),
+}
+
+
+def _virtual_values(n_sessions: int, seconds: int, seed: int) -> list[list[dict[str, float]]]:
+    """Per session and second: hr, spo2 and rr from a virtual patient's monitor stream."""
+    from ketaflow.pk.population import PopulationSpec
+    from ketaflow.sim.virtual_patient import Reading, SessionConfig, VirtualSession
+
+    spec = PopulationSpec.create(seed=seed)
+    config = SessionConfig(artefacts=False, duration_min=max(60.0, seconds / 60.0 + 1.0))
+    out: list[list[dict[str, float]]] = []
+    for i in range(n_sessions):
+        session = VirtualSession.create(spec, i, doses=["0.5 mg/kg over 40 min"], config=config)
+        last = {"hr": 78.0, "spo2": 98.0, "rr": 14.0}
+        per_second: list[dict[str, float]] = [dict(last) for _ in range(seconds)]
+        for event in session.stream():
+            if not isinstance(event, Reading):
+                continue
+            second = int(event.time_s)
+            if second >= seconds:
+                break
+            if event.kind in last:
+                lo, hi = _CLIP[event.kind]
+                last[event.kind] = min(max(event.value, lo), hi)
+            per_second[second] = dict(last)
+        out.append(per_second)
+    return out
+
+
 async def _run(
     args: argparse.Namespace, port: int, res: Results, server_pid: int
 ) -> dict[str, float]:
@@ -273,6 +316,7 @@ async def _run(
 
         sids = await asyncio.gather(*(make_real(n) for n in range(args.sessions)))
         setup_s = time.perf_counter() - t0
+        virtual = _virtual_values(len(sids), int(args.duration), seed=20261121)
         print(f"setup: {len(sids)} sessions infusing in {setup_s:.1f} s")
         token = nurse_h["Authorization"].removeprefix("Bearer ")
         stop = asyncio.Event()
@@ -286,7 +330,7 @@ async def _run(
         cpu_start = _cpu_s(server_pid)
         await asyncio.gather(
             *(
-                _client(http, sid, nurse_h, args.duration, (i / len(sids)), res)
+                _client(http, sid, nurse_h, args.duration, (i / len(sids)), res, virtual[i])
                 for i, sid in enumerate(sids)
             )
         )
