@@ -8,7 +8,12 @@ SQLite (the default, a file in ``settings.data_dir``) is set up for a small clin
 - ``synchronous=FULL`` so a committed transaction survives a power cut, not only a crash;
 - every transaction starts with ``BEGIN IMMEDIATE``: a unit of work that reads and then writes
   (every patient read also appends an audit record) takes the write lock up front, instead of
-  failing with "database is locked" when it tries to upgrade a stale read snapshot.
+  failing with "database is locked" when it tries to upgrade a stale read snapshot;
+- writers of this process queue for a lock of our own before ``BEGIN IMMEDIATE`` and leave it
+  once their COMMIT is done. Without it, threads that find SQLite's lock taken wait in SQLite's
+  busy handler, which sleeps with back-off (up to 100 ms a retry): under 100 requests/s that
+  turned brief contention into stalls of up to 1.7 s (``benchmarks/bench_ingest.py``). Other
+  processes (the CLI) still meet SQLite's own lock and busy timeout.
 
 PostgreSQL is used when ``settings.database_url`` (``KETAFLOW_DATABASE_URL``) names it; the
 psycopg 3 driver is always used (``postgresql://`` is rewritten to ``postgresql+psycopg://``).
@@ -17,6 +22,7 @@ psycopg 3 driver is always used (``postgresql://`` is rewritten to ``postgresql+
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,10 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ketaflow.config import Settings
-from ketaflow.errors import InputError
+from ketaflow.errors import InputError, StorageError
 
 #: How long a SQLite writer waits for another writer's lock before giving up, milliseconds.
 SQLITE_BUSY_TIMEOUT_MS: Final[int] = 10_000
+#: Key in ``Connection.info`` marking a connection that holds this process's SQLite write slot.
+_WRITE_LOCK_HELD: Final[str] = "ketaflow_sqlite_write_lock"
 
 _SUPPORTED = "sqlite:///<path> or postgresql+psycopg://user@host:port/db"
 
@@ -107,9 +115,39 @@ def _make_sqlite_engine(url: URL) -> Engine:
         finally:
             cursor.close()
 
+    write_lock = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not write_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise StorageError(
+                "the database is busy: no write slot within "
+                f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s; try again"
+            )
+        connection.info[_WRITE_LOCK_HELD] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            connection.info.pop(_WRITE_LOCK_HELD, None)
+            write_lock.release()
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Any) -> None:
+        if not connection.info.get(_WRITE_LOCK_HELD):
+            return
+        # SQLAlchemy dispatches this event before its own COMMIT; commit here so that the next
+        # writer is let in only once this transaction is durable (SQLAlchemy's COMMIT that
+        # follows is then a no-op: the sqlite3 module is in autocommit mode, see above). If this
+        # COMMIT fails, the lock stays held until the rollback that follows releases it.
+        connection.connection.dbapi_connection.execute("COMMIT")
+        connection.info.pop(_WRITE_LOCK_HELD, None)
+        write_lock.release()
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Any) -> None:
+        if connection.info.pop(_WRITE_LOCK_HELD, False):
+            write_lock.release()
 
     return engine
 
