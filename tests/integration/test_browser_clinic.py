@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ketaflow.cli.demo import BackgroundServer, create_clinic_app, create_demo_users
-from ketaflow.cli.demo_seed import ApiClient, demo_passwords, has_clinic_endpoints
+from ketaflow.cli.demo_seed import ApiClient, demo_passwords
 from ketaflow.config import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -104,11 +104,6 @@ def _see(page: Any, locator: Any, timeout_ms: float = 10_000) -> None:
         raise AssertionError(f"not shown on {page.url}; page errors: {alerts}") from None
 
 
-def _needs_clinic(api: ApiClient) -> None:
-    if not has_clinic_endpoints(api.paths()):
-        pytest.skip("the clinic endpoints (sessions, orders...) are not in this build of the API")
-
-
 def test_wrong_password_is_refused_on_the_page(browser: Any, base_url: str) -> None:
     page = browser.new_page()
     page.goto(f"{base_url}/board")
@@ -176,7 +171,6 @@ def _wait(predicate: Any, timeout_s: float = 10.0) -> Any:
 def test_full_session_flow_with_monitor_kiosk_and_report(
     browser: Any, base_url: str, api: ApiClient
 ) -> None:
-    _needs_clinic(api)
     from ketaflow.cli.demo import start_monitor
 
     # Patient, screening, plan: through the pages.
@@ -340,7 +334,6 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
 def test_the_demo_clinic_seeds_over_http_and_shows_a_course(
     browser: Any, base_url: str, api: ApiClient
 ) -> None:
-    _needs_clinic(api)
     from ketaflow.cli.demo_seed import seed_demo
 
     clinic = seed_demo(api, log=lambda _m: None)
