@@ -236,7 +236,11 @@ def test_full_session_flow_with_monitor_kiosk_and_report(
     nurse.get_by_label("Concentration mg/mL").fill(str(pump["concentration_mg_per_ml"]))
     nurse.get_by_label("Dose mg").fill(str(dose_mg))
     nurse.get_by_role("button", name="Submit double check").click()
-    _see(nurse, nurse.locator("#dc-form .result", has_text="Matches"))
+    # A match makes the session ready; the live state event then closes the double-check group
+    # (its action is done), so wait for the result to be written, visible or not, and for the
+    # state that follows.
+    nurse.locator("#dc-form .result", has_text="Matches").wait_for(state="attached", timeout=10_000)
+    _see(nurse, nurse.locator("#s-state", has_text="ready"))
     nurse.get_by_role("button", name="Start infusion").click()
     _see(nurse, nurse.locator("#s-state", has_text="infusing"))
 
