@@ -19,6 +19,7 @@ from ketaflow.clinical.screening import (
     ANSWER_CODES,
     FindingKind,
     ScreeningAnswers,
+    ScreeningResult,
     can_schedule,
     default_screening_rules,
     screen,
@@ -47,8 +48,8 @@ def answers(**yes: bool) -> ScreeningAnswers:
     return ScreeningAnswers(**{**NO, **yes})
 
 
-def codes(result: object, kind: FindingKind) -> set[str]:
-    return {f.code for f in result.findings if f.kind is kind}  # type: ignore[attr-defined]  # ScreeningResult
+def codes(result: ScreeningResult, kind: FindingKind) -> set[str]:
+    return {f.code for f in result.findings if f.kind is kind}
 
 
 def test_clean_screening_can_schedule_and_records_decision(
